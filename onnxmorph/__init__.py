@@ -1,0 +1,12 @@
+"""onnxmorph: make ONNX models smaller and faster under a resource budget.
+
+The pipeline is one straight line through the subpackages:
+load → analyse (`graph`) → gate → learn (`training`) → slice → verify (`rewrite`).
+"""
+
+from onnxmorph.errors import OnnxMorphError
+from onnxmorph.graph import Analysis, analyze, load_model
+
+__version__ = "0.1.0"
+
+__all__ = ["Analysis", "OnnxMorphError", "analyze", "load_model", "__version__"]

@@ -1,0 +1,53 @@
+"""`onnxmorph analyze MODEL`: channel groups and cost of a seed model."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from onnxmorph.cli.options import input_shape_option, json_option
+from onnxmorph.cli.table import format_count, render_table
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@input_shape_option
+@json_option
+@click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
+def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool) -> None:
+    """Show MACs, parameters and the channel groups of MODEL."""
+    from onnxmorph.graph import analyze as run_analysis
+    from onnxmorph.graph import parse_input_shapes
+
+    result = run_analysis(model, parse_input_shapes(input_shapes))
+    summary = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    groups = summary["groups"]
+    prunable = [g for g in groups if g["prunable"]]
+    click.echo(f"model:   {model}")
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in summary["input_shapes"].items())
+    click.echo(f"inputs:  {shapes}")
+    click.echo(f"MACs:    {format_count(summary['macs'])}")
+    click.echo(f"params:  {format_count(summary['params'])}")
+    click.echo(f"groups:  {len(groups)} ({len(prunable)} prunable, "
+               f"{sum(g['channels'] for g in prunable)} prunable channels)")
+    shown = groups if all_groups else prunable
+    rows = [
+        [str(g["id"]), str(g["channels"]), "yes" if g["prunable"] else "no",
+         format_count(g["macs"]), _layers(g["layers"]), g["reason"] or ""]
+        for g in sorted(shown, key=lambda g: -g["macs"])
+    ]
+    click.echo("")
+    click.echo(render_table(["group", "channels", "prunable", "MACs", "layers", "why not"], rows))
+    hidden = len(groups) - len(shown)
+    if hidden:
+        click.echo(f"({hidden} non-prunable groups hidden; --all-groups shows them)")
+
+
+def _layers(names: list[str], limit: int = 3) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", … (+{len(names) - limit})"

@@ -1,0 +1,211 @@
+"""Cost model: MACs and parameter count as functions of which units (channels) are alive.
+
+Following morph-net, each layer's cost is a product of two *linear forms* — the number of
+alive input channels and the number of alive output channels — times a constant: bilinear for
+a plain conv, linear for a depthwise conv. With `alive` a vector of 0/1 (or gate
+probabilities) over units, the same expression gives the exact cost of a sliced model or the
+expected cost of a gated one, so training can differentiate it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxmorph.graph.channels import ChannelAnalysis
+from onnxmorph.graph.load import LoadedModel
+from onnxmorph.graph.param_axes import constant_channel_axis
+
+TARGETS = ("flops", "params")
+
+
+@dataclass
+class CostExpr:
+    """cost(alive) = Σ_k coef_k · L[a_k] · L[b_k]  (b_k = -1 means a linear term)
+    where L[f] = offset_f + Σ_u count_{f,u} · alive_u."""
+
+    num_units: int
+    form_rows: np.ndarray  # triplets (form, unit, count) of every linear form
+    form_units: np.ndarray
+    form_counts: np.ndarray
+    form_offsets: np.ndarray
+    coef: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    layers: list[str] = field(default_factory=list)  # layer name of every term
+
+    def forms(self, alive: np.ndarray) -> np.ndarray:
+        weights = self.form_counts * np.asarray(alive, dtype=np.float64)[self.form_units]
+        sums = np.bincount(self.form_rows, weights=weights, minlength=self.form_offsets.size)
+        return self.form_offsets + sums
+
+    def terms(self, alive: np.ndarray) -> np.ndarray:
+        values = self.forms(alive)
+        second = np.where(self.second >= 0, values[np.maximum(self.second, 0)], 1.0)
+        return self.coef * values[self.first] * second
+
+    def __call__(self, alive: np.ndarray | None = None) -> float:
+        if alive is None:
+            alive = np.ones(self.num_units)
+        return float(self.terms(alive).sum())
+
+    def by_layer(self, alive: np.ndarray | None = None) -> dict[str, float]:
+        alive = np.ones(self.num_units) if alive is None else alive
+        totals: dict[str, float] = {}
+        for layer, value in zip(self.layers, self.terms(alive).tolist()):
+            totals[layer] = totals.get(layer, 0.0) + value
+        return totals
+
+    def dense_forms(self) -> np.ndarray:
+        """[num_units, num_forms] matrix M with L = offsets + alive @ M (for ONNX graphs)."""
+        matrix = np.zeros((self.num_units, self.form_offsets.size), dtype=np.float64)
+        np.add.at(matrix, (self.form_units, self.form_rows), self.form_counts)
+        return matrix
+
+
+@dataclass
+class CostModel:
+    macs: CostExpr
+    params: CostExpr
+
+    def expr(self, target: str) -> CostExpr:
+        if target == "flops":
+            return self.macs
+        if target == "params":
+            return self.params
+        raise ValueError(f"unknown cost target '{target}'; use one of {', '.join(TARGETS)}")
+
+
+def build_cost_model(loaded: LoadedModel, channels: ChannelAnalysis) -> CostModel:
+    return _Builder(loaded, channels).build()
+
+
+class _Builder:
+    def __init__(self, loaded: LoadedModel, channels: ChannelAnalysis) -> None:
+        self.loaded, self.channels = loaded, channels
+        self.form_index: dict[str, int] = {}
+        self.rows: list[np.ndarray] = []
+        self.units: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.offsets: list[float] = []
+        self.terms = {"macs": [], "params": []}
+
+    def form(self, tensor: str, axis_size: int) -> int:
+        """Index of the linear form 'alive channels of `tensor`' (a constant if unknown)."""
+        if tensor in self.form_index:
+            return self.form_index[tensor]
+        index = len(self.offsets)
+        layout = self.channels.layouts.get(tensor)
+        if layout is None or tensor in self.loaded.initializers:
+            self.offsets.append(float(axis_size))
+        else:
+            units, counts = np.unique(layout.ids, return_counts=True)
+            self.rows.append(np.full(units.size, index))
+            self.units.append(units)
+            self.counts.append(counts.astype(np.float64))
+            self.offsets.append(0.0)
+        self.form_index[tensor] = index
+        return index
+
+    def constant_form(self) -> int:
+        if "" not in self.form_index:
+            self.form_index[""] = len(self.offsets)
+            self.offsets.append(1.0)
+        return self.form_index[""]
+
+    def add(self, kind: str, layer: str, coef: float, first: int, second: int = -1) -> None:
+        self.terms[kind].append((layer, float(coef), first, second))
+
+    def build(self) -> CostModel:
+        counted: set[str] = set()
+        for node in self.loaded.model.graph.node:
+            rule = _RULES.get(node.op_type)
+            if rule is not None and rule(self, node):
+                counted.add(node.input[1])  # the weight; a bias is per-channel
+            self._per_channel_params(node, counted)
+        return CostModel(macs=self._expr("macs"), params=self._expr("params"))
+
+    def _per_channel_params(self, node: onnx.NodeProto, counted: set[str]) -> None:
+        """Constants other than conv/linear weights: per-channel ones shrink with the output."""
+        out = node.output[0]
+        out_shape = self.loaded.shapes.get(out)
+        layout = self.channels.layouts.get(out)
+        for index, name in enumerate(node.input):
+            value = self.loaded.initializers.get(name)
+            if value is None or name in counted or value.dtype.kind != "f":
+                continue
+            counted.add(name)
+            layer = node.name or out
+            axis = constant_channel_axis(node, index, value, layout, out_shape)
+            if axis is None:
+                self.add("params", layer, value.size, self.constant_form())
+            else:
+                size = value.shape[axis]
+                self.add("params", layer, value.size / size, self.form(out, size))
+
+    def _expr(self, kind: str) -> CostExpr:
+        terms = self.terms[kind]
+        empty = np.zeros(0, dtype=np.int64)
+        return CostExpr(
+            num_units=self.channels.num_units,
+            form_rows=np.concatenate(self.rows) if self.rows else empty,
+            form_units=np.concatenate(self.units) if self.units else empty,
+            form_counts=np.concatenate(self.counts) if self.counts else np.zeros(0),
+            form_offsets=np.asarray(self.offsets, dtype=np.float64),
+            coef=np.asarray([t[1] for t in terms], dtype=np.float64),
+            first=np.asarray([t[2] for t in terms], dtype=np.int64),
+            second=np.asarray([t[3] for t in terms], dtype=np.int64),
+            layers=[t[0] for t in terms],
+        )
+
+
+def _conv(builder: _Builder, node: onnx.NodeProto) -> bool:
+    weight = builder.loaded.initializers.get(node.input[1])
+    x_shape = builder.loaded.shapes.get(node.input[0])
+    y_shape = builder.loaded.shapes.get(node.output[0])
+    if weight is None or x_shape is None or y_shape is None:
+        return False
+    groups = _group(node)
+    kernel = math.prod(weight.shape[2:])
+    transposed = node.op_type == "ConvTranspose"
+    # A transposed conv does its multiply-adds per input pixel, a conv per output pixel.
+    pixels = math.prod(x_shape[2:] if transposed else y_shape[2:]) * y_shape[0]
+    in_per_group = weight.shape[0] // groups if transposed else weight.shape[1]
+    name = node.name or node.output[0]
+    f_in = builder.form(node.input[0], x_shape[1])
+    f_out = builder.form(node.output[0], y_shape[1])
+    if groups > 1 and in_per_group == 1:  # depthwise: linear in the alive channels
+        builder.add("macs", name, pixels * kernel, f_out)
+        builder.add("params", name, kernel, f_out)
+    else:
+        builder.add("macs", name, pixels * kernel / groups, f_in, f_out)
+        builder.add("params", name, kernel / groups, f_in, f_out)
+    return True
+
+
+def _gemm(builder: _Builder, node: onnx.NodeProto) -> bool:
+    weight = builder.loaded.initializers.get(node.input[1])
+    a_shape = builder.loaded.shapes.get(node.input[0])
+    y_shape = builder.loaded.shapes.get(node.output[0])
+    if weight is None or weight.ndim != 2 or a_shape is None or y_shape is None:
+        return False
+    rows = math.prod(y_shape[:-1])
+    name = node.name or node.output[0]
+    f_in = builder.form(node.input[0], a_shape[-1])
+    f_out = builder.form(node.output[0], y_shape[-1])
+    builder.add("macs", name, rows, f_in, f_out)
+    builder.add("params", name, 1.0, f_in, f_out)
+    return True
+
+
+def _group(node: onnx.NodeProto) -> int:
+    for attr in node.attribute:
+        if attr.name == "group":
+            return int(attr.i)
+    return 1
+
+
+_RULES = {"Conv": _conv, "ConvTranspose": _conv, "Gemm": _gemm, "MatMul": _gemm}

@@ -1,0 +1,21 @@
+"""Op handlers, one small function per kind of op, registered by op type.
+
+Importing this package registers every built-in handler. Adding an op means one handler in
+the module of its kind (or a new module imported here) and one test.
+"""
+
+from onnxmorph.graph.handlers import conv, elementwise, linear, reshape, spatial, structure
+from onnxmorph.graph.handlers.base import (
+    Coupling,
+    Fresh,
+    Layout,
+    NodeContext,
+    handler_for,
+    register,
+    registered_op_types,
+)
+
+__all__ = [
+    "Coupling", "Fresh", "Layout", "NodeContext", "handler_for", "register",
+    "registered_op_types", "conv", "elementwise", "linear", "reshape", "spatial", "structure",
+]

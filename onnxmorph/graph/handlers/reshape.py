@@ -1,0 +1,65 @@
+"""Reshape, Flatten, Squeeze, Unsqueeze: follow channels through a change of shape.
+
+One rule covers Flatten into Gemm (a channel becomes a block of features), channel-shuffle
+splits ([N,C,H,W] → [N,g,C/g,H,W]) and merges, and squeezes: lay the unit ids over the tensor
+from the first channel axis on, reshape that array like the tensor, and read back along which
+output axes the ids vary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext, register
+
+
+@register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape(ctx: NodeContext) -> Coupling:
+    layout, in_shape, out_shape = ctx.in_layouts[0], ctx.in_shapes[0], ctx.out_shapes[0]
+    if layout is None or in_shape is None or out_shape is None:
+        return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has an unknown shape")
+    start = min(layout.axes)
+    out_start = _matching_prefix(in_shape[:start], out_shape)
+    if out_start is None:
+        return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' mixes channels with leading axes")
+    spread = spread_ids(layout, in_shape, start).reshape(out_shape[out_start:])
+    varying = [a for a in range(spread.ndim) if not _constant_along(spread, a)]
+    if not varying:
+        return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' leaves no channel axis")
+    index = tuple(slice(None) if a in varying else 0 for a in range(spread.ndim))
+    ids = spread[index]
+    unify = []
+    if ids.ndim > 1:
+        # A channel axis split in several (channel shuffle): slicing needs a rectangular keep
+        # mask, so an index of the innermost axis is tied across every outer position.
+        inner = ids.reshape(-1, ids.shape[-1])
+        unify = [(inner[0], inner[row]) for row in range(1, inner.shape[0])]
+    axes = tuple(out_start + a for a in varying)
+    return Coupling(outputs=[Layout(axes, ids)], unify=unify)
+
+
+def spread_ids(layout: Layout, shape: tuple[int, ...], start: int) -> np.ndarray:
+    """The unit id of every element of `shape[start:]` (ids repeat along non-channel axes)."""
+    view_shape = [1] * (len(shape) - start)
+    for position, axis in enumerate(layout.axes):
+        view_shape[axis - start] = layout.ids.shape[position]
+    return np.broadcast_to(layout.ids.reshape(view_shape), shape[start:])
+
+
+def _matching_prefix(prefix: tuple[int, ...], out_shape: tuple[int, ...]) -> int | None:
+    target = math.prod(prefix)
+    for length in range(len(out_shape) + 1):
+        if math.prod(out_shape[:length]) == target:
+            return length
+        if math.prod(out_shape[:length]) > target:
+            return None
+    return None
+
+
+def _constant_along(array: np.ndarray, axis: int) -> bool:
+    if array.shape[axis] == 1:
+        return True
+    first = np.take(array, [0], axis=axis)
+    return bool(np.all(array == first))

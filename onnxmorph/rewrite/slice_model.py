@@ -1,0 +1,134 @@
+"""`slice_channels`: remove dead units from a seed model and emit a valid, smaller ONNX model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxmorph.errors import PruningError
+from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.handlers.base import Layout
+from onnxmorph.rewrite.slice_ops import SliceContext, apply_rule
+
+# Metadata key under which the pruned model records what was removed, so `verify` can zero
+# exactly those channels in the seed.
+REMOVED_KEY = "onnxmorph.removed_channels"
+
+
+@dataclass
+class SliceResult:
+    model: onnx.ModelProto
+    alive: np.ndarray  # bool per unit
+    kept: dict[str, np.ndarray]  # tensor → indices of kept channels (flattened channel ids)
+
+
+def slice_channels(analysis: Analysis, alive: np.ndarray) -> SliceResult:
+    """A copy of the seed without the channels of dead units (`alive` is bool per unit)."""
+    alive = np.asarray(alive, dtype=bool)
+    _check_alive(analysis, alive)
+    loaded, layouts = analysis.loaded, analysis.channels.layouts
+    keep = {name: alive[layout.ids] for name, layout in layouts.items()
+            if name not in loaded.initializers and not alive[layout.ids].all()}
+    new_shapes = dict(loaded.shapes)
+    for name, mask in keep.items():
+        new_shapes[name] = _new_shape(loaded.shapes[name], layouts[name], mask)
+    model = onnx.ModelProto()
+    model.CopyFrom(loaded.model)
+    writer = _ConstantWriter(model.graph, loaded.initializers)
+    for node in model.graph.node:
+        apply_rule(SliceContext(
+            node=node, keep=keep, layouts=layouts, shapes=loaded.shapes, new_shapes=new_shapes,
+            constants=loaded.initializers, set_constant=writer.set,
+        ))
+    writer.finish()
+    del model.graph.value_info[:]  # stale shapes; inference writes new ones
+    kept = {name: np.flatnonzero(mask.ravel()) for name, mask in keep.items()}
+    _record_removed(model, keep)
+    return SliceResult(model=model, alive=alive, kept=kept)
+
+
+def _check_alive(analysis: Analysis, alive: np.ndarray) -> None:
+    if alive.shape != (analysis.channels.num_units,):
+        raise PruningError(
+            f"alive mask has {alive.size} entries, the model has "
+            f"{analysis.channels.num_units} channel units"
+        )
+    dead_pinned = [u for u in analysis.channels.pinned if not alive[u]]
+    if dead_pinned:
+        reason = analysis.channels.pinned[dead_pinned[0]]
+        raise PruningError(f"cannot remove a channel that must stay: it {reason}")
+    for group in analysis.groups:
+        if group.channels and not alive[group.units].any():
+            raise PruningError(f"every channel of group {group.id} would be removed; keep one")
+
+
+def _new_shape(shape: tuple[int, ...], layout: Layout, mask: np.ndarray) -> tuple[int, ...]:
+    dims = list(shape)
+    if len(layout.axes) == 1:
+        dims[layout.axis] = int(mask.sum())
+        return tuple(dims)
+    for position, axis in enumerate(layout.axes):
+        others = tuple(a for a in range(mask.ndim) if a != position)
+        dims[axis] = int(mask.any(axis=others).sum())
+    return tuple(dims)
+
+
+class _ConstantWriter:
+    """Replaces node inputs with sliced constants without touching other users of the same
+    initializer: a shared tensor gets a new name per node that slices it differently."""
+
+    def __init__(self, graph: onnx.GraphProto, values: dict[str, np.ndarray]) -> None:
+        self.graph, self.values = graph, values
+        self.users: dict[str, int] = {}
+        for node in graph.node:
+            for name in node.input:
+                if name in values:
+                    self.users[name] = self.users.get(name, 0) + 1
+        self.replaced: dict[str, np.ndarray] = {}
+        self.added: dict[str, np.ndarray] = {}
+
+    def set(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+        name = node.input[index]
+        original = self.values.get(name)
+        value = np.ascontiguousarray(value, dtype=original.dtype if original is not None else None)
+        if original is not None and original.shape == value.shape and np.array_equal(
+            original, value
+        ):
+            return
+        if self.users.get(name, 0) <= 1 and original is not None:
+            self.replaced[name] = value
+            return
+        new_name = f"{name}__{node.name or node.output[0]}"
+        self.added[new_name] = value
+        node.input[index] = new_name
+
+    def finish(self) -> None:
+        for tensor in self.graph.initializer:
+            if tensor.name in self.replaced:
+                tensor.CopyFrom(numpy_helper.from_array(self.replaced[tensor.name], tensor.name))
+        for name, value in self.added.items():
+            self.graph.initializer.append(numpy_helper.from_array(value, name))
+        used = {n for node in self.graph.node for n in node.input}
+        for index in reversed(range(len(self.graph.initializer))):
+            if self.graph.initializer[index].name not in used:
+                del self.graph.initializer[index]
+
+
+def _record_removed(model: onnx.ModelProto, keep: dict[str, np.ndarray]) -> None:
+    removed = {name: np.flatnonzero(~mask.ravel()).tolist() for name, mask in keep.items()}
+    for index in reversed(range(len(model.metadata_props))):
+        if model.metadata_props[index].key == REMOVED_KEY:
+            del model.metadata_props[index]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = REMOVED_KEY, json.dumps(removed, separators=(",", ":"))
+
+
+def removed_channels(model: onnx.ModelProto) -> dict[str, list[int]]:
+    for entry in model.metadata_props:
+        if entry.key == REMOVED_KEY:
+            return json.loads(entry.value)
+    return {}

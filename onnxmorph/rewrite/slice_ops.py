@@ -1,0 +1,226 @@
+"""Per-op slicing rules, registered by op type: how a node's constants and attributes change
+when channels of its input and output tensors are removed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxmorph.graph.handlers.base import Layout
+from onnxmorph.graph.param_axes import constant_channel_axis
+
+
+@dataclass
+class SliceContext:
+    node: onnx.NodeProto
+    keep: dict[str, np.ndarray]  # tensor → keep mask over its channel ids (shape of ids)
+    layouts: dict[str, Layout]
+    shapes: dict[str, tuple[int, ...]]
+    new_shapes: dict[str, tuple[int, ...]]
+    constants: dict[str, np.ndarray]
+    set_constant: Callable[[onnx.NodeProto, int, np.ndarray], None]
+
+    def mask(self, tensor: str) -> np.ndarray | None:
+        return self.keep.get(tensor)
+
+    def const(self, index: int) -> np.ndarray | None:
+        if index >= len(self.node.input) or not self.node.input[index]:
+            return None
+        return self.constants.get(self.node.input[index])
+
+    def set_attr(self, name: str, value) -> None:
+        for index, attr in enumerate(self.node.attribute):
+            if attr.name == name:
+                del self.node.attribute[index]
+                break
+        self.node.attribute.append(helper.make_attribute(name, value))
+
+    def attr(self, name: str, default=None):
+        for attr in self.node.attribute:
+            if attr.name == name:
+                return helper.get_attribute_value(attr)
+        return default
+
+
+SliceRule = Callable[[SliceContext], None]
+_RULES: dict[str, SliceRule] = {}
+
+
+def rule(*op_types: str) -> Callable[[SliceRule], SliceRule]:
+    def decorate(fn: SliceRule) -> SliceRule:
+        for op_type in op_types:
+            _RULES[op_type] = fn
+        return fn
+
+    return decorate
+
+
+def apply_rule(ctx: SliceContext) -> None:
+    _per_channel_constants(ctx)
+    specific = _RULES.get(ctx.node.op_type)
+    if specific is not None:
+        specific(ctx)
+
+
+def _per_channel_constants(ctx: SliceContext) -> None:
+    """Biases, batch-norm statistics, per-channel scales: slice along the output channels."""
+    out = ctx.node.output[0]
+    out_mask = ctx.mask(out)
+    if out_mask is None or out_mask.all():
+        return
+    for index, name in enumerate(ctx.node.input):
+        value = ctx.constants.get(name)
+        if value is None:
+            continue
+        axis = constant_channel_axis(
+            ctx.node, index, value, ctx.layouts.get(out), ctx.shapes.get(out)
+        )
+        if axis is not None:
+            ctx.set_constant(ctx.node, index, np.compress(out_mask, value, axis=axis))
+
+
+def _in_out(ctx: SliceContext) -> tuple[np.ndarray, np.ndarray]:
+    node = ctx.node
+    weight = ctx.const(1)
+    in_mask = ctx.mask(node.input[0])
+    out_mask = ctx.mask(node.output[0])
+    n_in = ctx.shapes[node.input[0]][1]
+    n_out = ctx.shapes[node.output[0]][1] if weight is not None else 0
+    in_mask = np.ones(n_in, bool) if in_mask is None else in_mask
+    out_mask = np.ones(n_out, bool) if out_mask is None else out_mask
+    return in_mask, out_mask
+
+
+@rule("Conv")
+def conv(ctx: SliceContext) -> None:
+    weight = ctx.const(1)
+    groups = int(ctx.attr("group", 1))
+    in_mask, out_mask = _in_out(ctx)
+    if groups > 1 and weight.shape[1] == 1:  # depthwise: the group count follows the channels
+        ctx.set_constant(ctx.node, 1, weight[out_mask])
+        if not in_mask.all():
+            ctx.set_attr("group", int(in_mask.sum()))
+        return
+    per_group_in = in_mask.reshape(groups, -1)[0]  # tied across groups by the handler
+    ctx.set_constant(ctx.node, 1, weight[out_mask][:, per_group_in])
+
+
+@rule("ConvTranspose")
+def conv_transpose(ctx: SliceContext) -> None:
+    weight = ctx.const(1)  # [Cin, Cout/group, k...]
+    groups = int(ctx.attr("group", 1))
+    in_mask, out_mask = _in_out(ctx)
+    if groups > 1 and weight.shape[0] == groups:
+        ctx.set_constant(ctx.node, 1, weight[in_mask])
+        if not in_mask.all():
+            ctx.set_attr("group", int(in_mask.sum()))
+        return
+    per_group_out = out_mask.reshape(groups, -1)[0]
+    ctx.set_constant(ctx.node, 1, weight[in_mask][:, per_group_out])
+
+
+@rule("Gemm")
+def gemm(ctx: SliceContext) -> None:
+    weight = ctx.const(1)
+    in_mask, out_mask = _in_out(ctx)
+    if int(ctx.attr("transB", 0)):
+        ctx.set_constant(ctx.node, 1, weight[out_mask][:, in_mask])
+    else:
+        ctx.set_constant(ctx.node, 1, weight[in_mask][:, out_mask])
+
+
+@rule("MatMul")
+def matmul(ctx: SliceContext) -> None:
+    weight = ctx.const(1)
+    in_mask = ctx.mask(ctx.node.input[0])
+    out_mask = ctx.mask(ctx.node.output[0])
+    in_mask = np.ones(weight.shape[0], bool) if in_mask is None else in_mask
+    out_mask = np.ones(weight.shape[1], bool) if out_mask is None else out_mask
+    ctx.set_constant(ctx.node, 1, weight[in_mask][:, out_mask])
+
+
+@rule("Split")
+def split(ctx: SliceContext) -> None:
+    source = ctx.node.input[0]
+    if source not in ctx.keep:
+        return
+    axis = int(ctx.attr("axis", 0)) % len(ctx.shapes[source])
+    sizes = np.array([ctx.new_shapes[o][axis] for o in ctx.node.output], dtype=np.int64)
+    if ctx.attr("split") is not None:
+        ctx.set_attr("split", sizes.tolist())
+    elif len(ctx.node.input) > 1 and ctx.node.input[1]:
+        ctx.set_constant(ctx.node, 1, sizes)
+    else:
+        # Equal parts may no longer be equal: name the sizes explicitly (opset >= 13 input).
+        for index, attr in enumerate(ctx.node.attribute):
+            if attr.name == "num_outputs":
+                del ctx.node.attribute[index]
+                break
+        ctx.set_constant(ctx.node, 1, sizes)
+
+
+@rule("Slice")
+def slice_(ctx: SliceContext) -> None:
+    source = ctx.node.input[0]
+    in_mask = ctx.mask(source)
+    if in_mask is None or in_mask.all():
+        return
+    layout = ctx.layouts[source]
+    rank = len(ctx.shapes[source])
+    starts, ends, axes = ctx.const(1).copy(), ctx.const(2).copy(), ctx.const(3)
+    axes = np.arange(len(starts)) if axes is None else axes
+    before = np.concatenate([[0], np.cumsum(in_mask)])  # kept channels before each index
+    size = in_mask.size
+    for i, axis in enumerate(axes):
+        if int(axis) % rank != layout.axis:
+            continue
+        lo, hi, _ = slice(int(starts[i]), _end(int(ends[i])), 1).indices(size)
+        starts[i], ends[i] = before[lo], before[max(hi, lo)]
+    ctx.set_constant(ctx.node, 1, starts)
+    ctx.set_constant(ctx.node, 2, ends)
+
+
+def _end(end: int) -> int | None:
+    return None if abs(end) >= 2**62 else end
+
+
+@rule("Gather")
+def gather(ctx: SliceContext) -> None:
+    source = ctx.node.input[0]
+    in_mask = ctx.mask(source)
+    layout = ctx.layouts.get(source)
+    axis = int(ctx.attr("axis", 0)) % len(ctx.shapes[source])
+    if in_mask is None or layout is None or layout.axes != (axis,):
+        return
+    indices = ctx.const(1)
+    indices = np.where(indices < 0, indices + in_mask.size, indices)
+    position = np.cumsum(in_mask) - 1  # old index → index among the kept channels
+    kept = indices[in_mask[indices]]
+    ctx.set_constant(ctx.node, 1, position[kept].astype(indices.dtype))
+
+
+@rule("Reshape")
+def reshape(ctx: SliceContext) -> None:
+    out = ctx.node.output[0]
+    target = ctx.const(1)
+    if out not in ctx.keep or target is None:
+        return
+    new_shape, old_shape = ctx.new_shapes[out], ctx.shapes[out]
+    updated = target.copy()
+    for axis, (old, new) in enumerate(zip(old_shape, new_shape)):
+        # 0 (copy) and -1 (infer) already follow the new sizes.
+        if old != new and updated[axis] not in (0, -1):
+            updated[axis] = new
+    ctx.set_constant(ctx.node, 1, updated)
+
+
+@rule("Resize")
+def resize(ctx: SliceContext) -> None:
+    sizes = ctx.const(3)
+    out = ctx.node.output[0]
+    if sizes is not None and out in ctx.keep:
+        ctx.set_constant(ctx.node, 3, np.array(ctx.new_shapes[out], dtype=sizes.dtype))

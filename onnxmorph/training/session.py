@@ -1,0 +1,147 @@
+"""A small training loop primitive over ORT's CheckpointState / Module / Optimizer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxmorph.errors import DataError, TrainingError
+from onnxmorph.training.artifacts import ArtifactPaths
+from onnxmorph.training.ort_api import import_training_modules
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Scalars of one step; `output` is the task output (e.g. logits) of the batch."""
+
+    loss: float
+    task_loss: float
+    cost: float | None
+    output: np.ndarray | None = None
+
+
+class TrainingSession:
+    """Runs training/eval steps on artifacts from `build_training_artifacts`."""
+
+    def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3) -> None:
+        _, _, api = import_training_modules()
+        self.paths = paths
+        self._state = api.CheckpointState.load_checkpoint(paths.checkpoint)
+        self._module = api.Module(paths.training_model, self._state, paths.eval_model)
+        self._optimizer = api.Optimizer(paths.optimizer_model, self._module)
+        # Set the rate directly: api.LinearLRScheduler swaps warm-up and total steps (1.19.2).
+        self._optimizer.set_learning_rate(learning_rate)
+        self.step = 0
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def train_step(
+        self, inputs: dict[str, np.ndarray], target: np.ndarray, lam: float | None = None
+    ) -> StepResult:
+        """One forward/backward/update. Raises TrainingError (naming the step) on NaN/inf loss,
+        before the update, so parameters stay finite."""
+        self._module.train()
+        outs = self._run(inputs, target, lam)
+        result = self._result(outs)
+        if not math.isfinite(result.loss):
+            self._module.lazy_reset_grad()
+            raise TrainingError(
+                f"loss became {result.loss} at training step {self.step} "
+                f"(task loss {result.task_loss}, cost {result.cost}); "
+                "lower the learning rate or check the data for NaN/inf"
+            )
+        self._optimizer.step()
+        # Gradients accumulate in ORT's buffers until reset.
+        self._module.lazy_reset_grad()
+        self.step += 1
+        return result
+
+    def eval_step(
+        self, inputs: dict[str, np.ndarray], target: np.ndarray, lam: float | None = None
+    ) -> StepResult:
+        """Forward only, inference-mode BatchNormalization, no update."""
+        self._module.eval()
+        return self._result(self._run(inputs, target, lam))
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        self._optimizer.set_learning_rate(float(learning_rate))
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current values (copies) of trainable and frozen parameters, BN stats included."""
+        return {name: self._state.parameters[name].data.copy() for name in self._param_names()}
+
+    def set_parameter(self, name: str, value: np.ndarray) -> None:
+        if name not in self._state.parameters:
+            raise TrainingError(f"{name!r} is not a parameter of this training session")
+        current = self._state.parameters[name].data
+        value = np.asarray(value, dtype=current.dtype)
+        if value.shape != current.shape:
+            raise TrainingError(f"{name!r}: shape {value.shape} != parameter shape {current.shape}")
+        self._state.parameters[name].data = np.ascontiguousarray(value)
+
+    def updated_model(self, original_model: onnx.ModelProto) -> onnx.ModelProto:
+        """A copy of `original_model` with trained values in its initializers (same graph)."""
+        values = self.parameters()
+        out = onnx.ModelProto()
+        out.CopyFrom(original_model)
+        for init in out.graph.initializer:
+            if init.name in values:
+                init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
+        return out
+
+    def export_inference_model(self, path: str, output_names: list[str]) -> None:
+        """ORT's export of the (rewritten) training graph; prefer `updated_model`."""
+        self._module.export_model_for_inferencing(path, output_names)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _param_names(self) -> list[str]:
+        return [*self.paths.trainable, *self.paths.frozen]
+
+    def _run(
+        self, inputs: dict[str, np.ndarray], target: np.ndarray, lam: float | None
+    ) -> tuple[np.ndarray, ...]:
+        feeds = dict(self._data_feeds(inputs))
+        feeds[self.paths.target_input] = self._target(target)
+        if self.paths.lam_input is not None:
+            feeds[self.paths.lam_input] = np.array([0.0 if lam is None else lam], np.float32)
+        elif lam is not None:
+            raise TrainingError("lam was given but the model has no cost output")
+        names = self._module.input_names()
+        try:
+            return tuple(self._module(*[feeds[n] for n in names]))
+        except KeyError as exc:
+            raise DataError(f"the training graph expects input {exc}; got {sorted(feeds)}") from exc
+        except Exception as exc:  # ORT reports shape/type mismatches as generic errors
+            raise DataError(f"batch does not fit the model at step {self.step}: {exc}") from exc
+
+    def _data_feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        expected = set(self.paths.data_inputs)
+        if set(inputs) != expected:
+            raise DataError(f"batch inputs {sorted(inputs)} != model inputs {sorted(expected)}")
+        feeds = {}
+        for name, value in inputs.items():
+            arr = np.asarray(value)
+            # float64 batches are a common loader mistake; the graph wants float32.
+            feeds[name] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+        return feeds
+
+    def _target(self, target: np.ndarray) -> np.ndarray:
+        dtype = np.int64 if self.paths.loss == "cross-entropy" else np.float32
+        return np.ascontiguousarray(np.asarray(target), dtype=dtype)
+
+    def _result(self, outs: tuple[np.ndarray, ...]) -> StepResult:
+        p = self.paths
+        cost = float(np.asarray(outs[p.cost_index]).reshape(-1)[0]) if p.cost_index else None
+        return StepResult(
+            loss=float(np.asarray(outs[0]).reshape(-1)[0]),
+            task_loss=float(np.asarray(outs[p.task_loss_index]).reshape(-1)[0]),
+            cost=cost,
+            output=outs[p.output_index],
+        )
