@@ -4,9 +4,12 @@ The pipeline is one straight line through the subpackages:
 load → analyse (`graph`) → gate → learn (`training`) → slice → verify (`rewrite`).
 """
 
+from onnxmorph.api import PruneResult, prune
 from onnxmorph.errors import OnnxMorphError
 from onnxmorph.graph import Analysis, analyze, load_model
+from onnxmorph.rewrite import verify_models as verify
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "OnnxMorphError", "analyze", "load_model", "__version__"]
+__all__ = ["Analysis", "OnnxMorphError", "PruneResult", "analyze", "load_model", "prune",
+           "verify", "__version__"]

@@ -1,0 +1,114 @@
+"""The Python API the CLI calls: `onnxmorph.prune(model, target="flops", budget=0.5)`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxmorph.errors import PruningError
+from onnxmorph.graph.analysis import Analysis, analyze
+from onnxmorph.graph.cost import TARGETS
+from onnxmorph.io import check_output_path, save_json, save_model, sidecar
+from onnxmorph.methods.select import SelectionRules, check_budget
+from onnxmorph.report import cost_report, structure
+from onnxmorph.rewrite import slice_channels, verify_models
+
+METHODS = ("auto", "l1", "gates")
+
+
+@dataclass
+class PruneResult:
+    model: onnx.ModelProto
+    analysis: Analysis = field(repr=False)
+    alive: np.ndarray = field(repr=False)
+    method: str
+    target: str
+    budget: float
+    extra: dict = field(default_factory=dict)  # accuracy, training log, verify report …
+
+    @property
+    def costs(self) -> dict:
+        return cost_report(self.analysis, self.alive)
+
+    @property
+    def structure(self) -> dict:
+        return structure(self.analysis, self.alive)
+
+    def report(self) -> dict:
+        return {"method": self.method, "target": self.target, "budget": self.budget,
+                **self.costs, **self.extra}
+
+    def save(self, path: str | os.PathLike) -> dict[str, Path]:
+        """Write the model and, next to it, `<stem>.structure.json` and `<stem>.report.json`."""
+        path = check_output_path(path)
+        paths = {"model": path, "structure": sidecar(path, "structure.json"),
+                 "report": sidecar(path, "report.json")}
+        save_json(self.structure, paths["structure"])
+        save_json(self.report(), paths["report"])
+        save_model(self.model, path)
+        return paths
+
+
+def prune(
+    model: str | os.PathLike | onnx.ModelProto,
+    *,
+    method: str = "auto",
+    target: str = "flops",
+    budget: float = 0.5,
+    data: str | os.PathLike | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    round_to: int = 1,
+    min_channels: int = 1,
+    exclude: tuple[str, ...] | list[str] = (),
+    verify: bool = False,
+    training: dict | None = None,
+) -> PruneResult:
+    """Prune `model` so that its `target` cost is at most `budget` × the seed's.
+
+    method "l1" ranks channels by weight magnitude and needs no data; "gates" learns the
+    structure on `data` (a loader file); "auto" picks "gates" when data is given.
+    """
+    _check_arguments(method, target, budget, round_to, min_channels)
+    if method == "auto":
+        method = "gates" if data is not None else "l1"
+    if method == "gates" and data is None:
+        raise PruningError("--method gates learns from data: pass --data loader.py")
+    analysis = analyze(model, input_shapes)
+    rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
+    extra: dict = {}
+    if method == "l1":
+        alive = _l1(analysis, target, budget, rules)
+        sliced = slice_channels(analysis, alive).model
+    else:
+        from onnxmorph.methods.gated import learn_structure
+
+        alive, sliced, extra = learn_structure(
+            analysis, data=data, target=target, budget=budget, rules=rules, **(training or {})
+        )
+    result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
+                         target=target, budget=budget, extra=extra)
+    if verify and method == "l1":
+        result.extra["verify"] = verify_models(analysis, sliced).to_dict()
+    return result
+
+
+def _l1(analysis: Analysis, target: str, budget: float, rules: SelectionRules) -> np.ndarray:
+    from onnxmorph.methods.l1 import l1_unit_scores, normalized_within_groups
+    from onnxmorph.methods.select import select_to_budget
+
+    scores = normalized_within_groups(analysis, l1_unit_scores(analysis))
+    return select_to_budget(analysis, scores, target, budget, rules)
+
+
+def _check_arguments(method, target, budget, round_to, min_channels) -> None:
+    if method not in METHODS:
+        raise PruningError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
+    check_budget(budget)
+    if round_to < 1 or min_channels < 1:
+        raise PruningError("--round-to and --min-channels must be at least 1")

@@ -1,0 +1,75 @@
+"""`onnxmorph prune MODEL`: make MODEL fit a cost budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from onnxmorph.cli.options import input_shape_option, json_option
+from onnxmorph.cli.table import format_count
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Pruned model path (default: MODEL's name + .pruned.onnx, next to it).")
+@click.option("--method", type=click.Choice(["auto", "l1", "gates"]), default="auto",
+              show_default=True, help="l1: weight magnitude, no data; gates: learned on --data.")
+@click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
+              show_default=True, help="The cost the budget applies to (flops = MACs).")
+@click.option("--budget", type=float, default=0.5, show_default=True,
+              help="Fraction of the seed's cost to keep, in (0, 1].")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="Python file with train_batches() [and eval_batches()] for learning.")
+@click.option("--round-to", type=int, default=1, show_default=True,
+              help="Keep channel counts multiples of N where the seed's were.")
+@click.option("--min-channels", type=int, default=1, show_default=True,
+              help="Never shrink a group below this many channels.")
+@click.option("--exclude", multiple=True, metavar="PATTERN",
+              help="Leave layers matching this name or glob untouched (repeatable).")
+@click.option("--verify", is_flag=True, help="Check the result against the seed numerically.")
+@input_shape_option
+@json_option
+def prune(model: str, output: str | None, method: str, target: str, budget: float,
+          data: str | None, round_to: int, min_channels: int, exclude: tuple[str, ...],
+          verify: bool, input_shapes: tuple[str, ...], as_json: bool) -> None:
+    """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
+    from onnxmorph.api import prune as run_prune
+    from onnxmorph.graph import parse_input_shapes
+    from onnxmorph.io import check_output_path
+
+    out = Path(output) if output else Path(model).with_suffix("").with_suffix(".pruned.onnx")
+    check_output_path(out)
+    result = run_prune(
+        model, method=method, target=target, budget=budget, data=data,
+        input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
+        min_channels=min_channels, exclude=exclude, verify=verify,
+    )
+    paths = result.save(out)
+    report = result.report()
+    if as_json:
+        click.echo(json.dumps({**report, "files": {k: str(v) for k, v in paths.items()}},
+                              indent=2))
+    else:
+        _print_summary(report, paths)
+    if verify and not report.get("verify", {}).get("passed", True):
+        raise SystemExit(1)
+
+
+def _print_summary(report: dict, paths: dict) -> None:
+    seed, pruned, ratio = report["seed"], report["pruned"], report["ratio"]
+    click.echo(f"method {report['method']}, target {report['target']}, budget {report['budget']}")
+    for key, label in (("macs", "MACs"), ("params", "params")):
+        click.echo(f"{label:7s} {format_count(seed[key]):>9s} → {format_count(pruned[key]):>9s}"
+                   f"  ({ratio[key]:.1%})")
+    for key in ("accuracy_before", "accuracy_after"):
+        if key in report:
+            click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
+    if "verify" in report:
+        verdict = "passed" if report["verify"]["passed"] else "FAILED"
+        click.echo(f"verify: {verdict} (relative difference "
+                   f"{report['verify']['relative_diff']:.2e})")
+    for kind, path in paths.items():
+        click.echo(f"wrote {kind}: {path}")

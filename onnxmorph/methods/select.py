@@ -1,0 +1,101 @@
+"""Choose which units live: drop the lowest-scored channels until the cost fits the budget."""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxmorph.errors import PruningError
+from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.channels import ChannelGroup
+
+
+@dataclass(frozen=True)
+class SelectionRules:
+    """Constraints users of pruning tools expect: widths that stay fast, layers left alone."""
+
+    round_to: int = 1
+    min_channels: int = 1
+    exclude: tuple[str, ...] = ()
+
+
+def check_budget(budget: float) -> None:
+    if not 0 < budget <= 1:
+        raise PruningError(f"budget {budget} is outside (0, 1]; give the fraction of the "
+                           "seed's cost to keep, e.g. 0.5")
+
+
+def prunable_groups(analysis: Analysis, rules: SelectionRules) -> list[ChannelGroup]:
+    """Prunable groups minus those with an excluded layer; an unmatched pattern is an error."""
+    groups = analysis.channels.prunable_groups()
+    excluded: set[int] = set()
+    all_layers = {layer for g in analysis.groups for layer in g.layers}
+    for pattern in rules.exclude:
+        matched = {layer for layer in all_layers if fnmatch.fnmatchcase(layer, pattern)}
+        if not matched:
+            raise PruningError(f"--exclude '{pattern}' matches no layer; "
+                               "`onnxmorph analyze --all-groups` lists the layer names")
+        excluded |= {g.id for g in groups if matched & set(g.layers)}
+    chosen = [g for g in groups if g.id not in excluded]
+    if not chosen:
+        reasons = sorted({g.reason for g in analysis.groups if g.reason})
+        why = reasons[0] if reasons else "every group was excluded"
+        raise PruningError(f"the model has no prunable channel group (e.g. one {why}); "
+                           "nothing can be removed")
+    return chosen
+
+
+def select_to_budget(
+    analysis: Analysis, scores: np.ndarray, target: str, budget: float,
+    rules: SelectionRules = SelectionRules(),
+) -> np.ndarray:
+    """Alive mask over units: remove lowest-scored chunks, globally, until cost ≤ budget."""
+    check_budget(budget)
+    expr = analysis.cost.expr(target)
+    seed_cost = expr()
+    if seed_cost <= 0:
+        raise PruningError(f"the model has no {target} cost to reduce; choose another --target")
+    limit = budget * seed_cost
+    alive = np.ones(analysis.channels.num_units, dtype=bool)
+    heap: list[tuple[float, int, int]] = []
+    orders: dict[int, list[int]] = {}
+    floors: dict[int, int] = {}
+    groups = {g.id: g for g in prunable_groups(analysis, rules)}
+    for group in groups.values():
+        orders[group.id] = [int(u) for u in group.units[np.argsort(scores[group.units],
+                                                                   kind="stable")]]
+        step = _step(group, rules)
+        floors[group.id] = -(-max(rules.min_channels, 1) // step) * step
+        _push(heap, group, orders, floors, scores, step)
+    cost = seed_cost
+    while cost > limit and heap:
+        _, group_id, _ = heapq.heappop(heap)
+        group = groups[group_id]
+        step = _step(group, rules)
+        chunk, orders[group_id] = orders[group_id][:step], orders[group_id][step:]
+        alive[chunk] = False
+        cost = expr(alive)
+        _push(heap, group, orders, floors, scores, step)
+    if cost > limit * (1 + 1e-9):
+        raise PruningError(
+            f"budget {budget} cannot be met: the smallest reachable {target} cost is "
+            f"{cost / seed_cost:.3f} of the seed's; raise --budget or lower --min-channels"
+        )
+    return alive
+
+
+def _step(group: ChannelGroup, rules: SelectionRules) -> int:
+    # Round only groups whose seed width was a multiple of round_to, as the option promises.
+    if rules.round_to > 1 and group.channels % rules.round_to == 0:
+        return rules.round_to
+    return 1
+
+
+def _push(heap, group, orders, floors, scores, step) -> None:
+    remaining = orders[group.id]
+    if len(remaining) - step >= floors[group.id]:
+        chunk = remaining[:step]
+        heapq.heappush(heap, (float(np.mean(scores[chunk])), group.id, len(remaining)))
