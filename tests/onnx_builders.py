@@ -45,8 +45,14 @@ class GraphBuilder:
 
     # ---------------------------------------------------------------- plumbing
     def fresh(self, prefix: str) -> str:
-        self._counts[prefix] = self._counts.get(prefix, 0) + 1
-        return f"{prefix}{self._counts[prefix]}"
+        """A name not used yet: `prefix_1`, `prefix_2`, ..."""
+        used = {i.name for i in self.inputs} | {i.name for i in self.initializers}
+        used |= {n.name for n in self.nodes} | {o for n in self.nodes for o in n.output}
+        while True:
+            self._counts[prefix] = self._counts.get(prefix, 0) + 1
+            name = f"{prefix}_{self._counts[prefix]}"
+            if name not in used:
+                return name
 
     def input(self, name: str, shape: Sequence[int | str | None],
               elem_type: int = TensorProto.FLOAT) -> str:
@@ -87,7 +93,10 @@ class GraphBuilder:
             self._shape_cache = {}
             for info in list(inferred.graph.input) + list(inferred.graph.value_info):
                 dims = info.type.tensor_type.shape.dim
-                self._shape_cache[info.name] = tuple(d.dim_value for d in dims)
+                self._shape_cache[info.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in dims
+                )
             for init in self.initializers:
                 self._shape_cache[init.name] = tuple(init.dims)
             self._cache_size = len(self.nodes)

@@ -66,6 +66,8 @@ class _Driver:
         self.groups = UnionFind()  # over the same ids: merged when units or layers merge
         self.layouts: dict[str, Layout] = {}
         self.pins: list[tuple[np.ndarray, str]] = []
+        self._opset = next((e.version for e in loaded.model.opset_import
+                            if e.domain in ("", "ai.onnx")), 13)
 
     def run(self) -> ChannelAnalysis:
         graph = self.loaded.model.graph
@@ -93,6 +95,7 @@ class _Driver:
             in_shapes=[self.loaded.shapes.get(n) if n else None for n in node.input],
             out_shapes=[self.loaded.shapes.get(n) if n else None for n in node.output],
             constants=[self.loaded.initializers.get(n) if n else None for n in node.input],
+            opset=self._opset,
         )
         handler = handler_for(node)
         if handler is None:

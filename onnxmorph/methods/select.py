@@ -50,27 +50,32 @@ def prunable_groups(analysis: Analysis, rules: SelectionRules) -> list[ChannelGr
 
 def select_to_budget(
     analysis: Analysis, scores: np.ndarray, target: str, budget: float,
-    rules: SelectionRules = SelectionRules(),
+    rules: SelectionRules = SelectionRules(), alive: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Alive mask over units: remove lowest-scored chunks, globally, until cost ≤ budget."""
+    """Alive mask over units: remove lowest-scored chunks, globally, until cost ≤ budget.
+
+    `alive` is a starting structure (say, the channels whose gates stayed open); without it
+    every channel starts alive.
+    """
     check_budget(budget)
     expr = analysis.cost.expr(target)
     seed_cost = expr()
     if seed_cost <= 0:
         raise PruningError(f"the model has no {target} cost to reduce; choose another --target")
     limit = budget * seed_cost
-    alive = np.ones(analysis.channels.num_units, dtype=bool)
+    alive = (np.ones(analysis.channels.num_units, dtype=bool) if alive is None
+             else np.asarray(alive, dtype=bool).copy())
     heap: list[tuple[float, int, int]] = []
     orders: dict[int, list[int]] = {}
     floors: dict[int, int] = {}
     groups = {g.id: g for g in prunable_groups(analysis, rules)}
     for group in groups.values():
-        orders[group.id] = [int(u) for u in group.units[np.argsort(scores[group.units],
-                                                                   kind="stable")]]
+        ranked = group.units[np.argsort(scores[group.units], kind="stable")]
+        orders[group.id] = [int(u) for u in ranked if alive[u]]
         step = _step(group, rules)
         floors[group.id] = -(-max(rules.min_channels, 1) // step) * step
         _push(heap, group, orders, floors, scores, step)
-    cost = seed_cost
+    cost = expr(alive)
     while cost > limit and heap:
         _, group_id, _ = heapq.heappop(heap)
         group = groups[group_id]

@@ -128,8 +128,8 @@ def test_residual_concat_with_other_group_then_depthwise():
     cat = b.concat([s2, other], name="cat")
     dw = b.conv(cat, 14, group=14, name="dw")
     dw2 = b.conv(cat, 28, group=14, name="dw2")  # depth multiplier 2
-    y = b.conv(b.add(b.relu(b.bn(dw, name="dwbn")), b.conv(dw2, 14, k=1, name="pw2")), 5,
-               k=1, name="head")
+    head = b.conv(b.relu(b.bn(dw, name="dwbn")), 5, k=1, name="head")
+    y = b.add(head, b.conv(dw2, 5, k=1, name="head2"), name="y")
     a = analyze(b.model([y]))
 
     np.testing.assert_array_equal(
@@ -145,8 +145,9 @@ def test_residual_concat_with_other_group_then_depthwise():
     np.testing.assert_array_equal(ids_of(a, "dw"), ids_of(a, "cat"))
     np.testing.assert_array_equal(ids_of(a, "dwbn"), ids_of(a, "cat"))
     np.testing.assert_array_equal(ids_of(a, "dw2"), np.repeat(ids_of(a, "cat"), 2))
-    # ...but the 1x1 after dw2 and the Add tie the residual group with nothing new.
     assert res.prunable and side.prunable
+    assert group_of(a, "head") is group_of(a, "head2") is group_of(a, "y")
+    assert len(a.groups) == 6  # x, residual, side, b1c1, b2c1, head outputs
 
     # Depthwise MACs and params are linear in the alive channels.
     macs = a.cost.macs.by_layer()

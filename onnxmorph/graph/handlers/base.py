@@ -61,6 +61,7 @@ class NodeContext:
     in_shapes: list[tuple[int, ...] | None]
     out_shapes: list[tuple[int, ...] | None]
     constants: list[np.ndarray | None]
+    opset: int = 13  # the model's default-domain opset (some ops changed meaning at 13)
 
     @property
     def name(self) -> str:

@@ -44,10 +44,14 @@ def along_axis(ctx: NodeContext) -> Coupling:
     layout, shape = ctx.in_layouts[0], ctx.in_shapes[0]
     if layout is None or shape is None:
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has an unknown shape")
-    axis = ctx.attr("axis", -1)
+    # Before opset 13, Softmax/LogSoftmax/Hardmax flatten the input to 2-D at `axis`
+    # (default 1) and work over every axis from `axis` on, like LayerNormalization does.
+    flattening = ctx.node.op_type == "LayerNormalization" or (
+        ctx.opset < 13 and ctx.node.op_type in ("Softmax", "LogSoftmax", "Hardmax")
+    )
+    axis = ctx.attr("axis", 1 if flattening and ctx.node.op_type != "LayerNormalization" else -1)
     axis = int(axis) + len(shape) if int(axis) < 0 else int(axis)
-    # LayerNormalization normalises over `axis` and every axis after it.
-    covered = range(axis, len(shape)) if ctx.node.op_type == "LayerNormalization" else [axis]
+    covered = range(axis, len(shape)) if flattening else [axis]
     if ctx.node.op_type in ("ArgMax", "ArgMin", "TopK") or any(a in covered for a in layout.axes):
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' mixes values across channels")
     return ctx.passthrough()

@@ -1,0 +1,141 @@
+"""Gated structure learning (FiGS gates + morph-net cost) with ONNX Runtime training.
+
+load → analyse → gate → learn → slice → (fine-tune) → verify, each stage a call below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+
+from onnxmorph.errors import PruningError
+from onnxmorph.graph.analysis import Analysis, analyze
+from onnxmorph.graph.load import LoadedModel
+from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
+from onnxmorph.rewrite import slice_channels, verify_models
+from onnxmorph.training.artifacts import build_training_artifacts
+from onnxmorph.training.controller import BudgetController
+from onnxmorph.training.data import DataSource, model_input_specs
+from onnxmorph.training.evaluate import evaluate
+from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
+from onnxmorph.training.parameters import default_trainable
+from onnxmorph.training.progress import Progress
+from onnxmorph.training.session import TrainingSession
+from onnxmorph.training.trainer import (
+    Teacher,
+    TrainOptions,
+    choose_loss,
+    endless,
+    finetune,
+    output_name,
+    target_for,
+    work_folder,
+)
+
+_CONTROL_EVERY = 5  # steps between reading the gates back from the training session
+
+
+def learn_structure(
+    analysis: Analysis, *, data: str | os.PathLike, target: str, budget: float,
+    rules: SelectionRules, **training,
+) -> tuple[np.ndarray, onnx.ModelProto, dict]:
+    """Learn which channels live; return (alive units, sliced model, report extras)."""
+    options = TrainOptions(**training)
+    seed_model = analysis.loaded.model
+    source = DataSource(data, model_input_specs(seed_model))
+    groups = prunable_groups(analysis, rules)
+    # Fail before training if the budget is out of reach with every gate closed.
+    select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
+    first = next(iter(source.train()), None)
+    if first is None:
+        raise PruningError(f"loader '{data}' train_batches() yielded no batches")
+    loss = choose_loss(options.loss, first)
+    teacher = Teacher(seed_model) if loss == "distill" else None
+    extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps}
+    before = evaluate(seed_model, source)
+    extra["accuracy_before"] = before.accuracy
+
+    expr = analysis.cost.expr(target)
+    gated = insert_gates(analysis, groups, expr, options.gates)
+    with work_folder(options.workdir) as folder:
+        probs, log = _train_gates(gated, analysis, source, options, loss, teacher, budget,
+                                  target, f"{folder}/gates")
+    alive = _final_structure(analysis, probs, groups, target, budget, rules, options)
+    trained = analyze(LoadedModel(model=log.pop("model"), shapes=analysis.loaded.shapes,
+                                  input_shapes=analysis.loaded.input_shapes,
+                                  source=analysis.loaded.source))
+    sliced = slice_channels(trained, alive).model
+    extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
+    extra["accuracy_after_slice"] = evaluate(sliced, source).accuracy
+    final = finetune(sliced, source, options, loss, teacher, options.finetune_steps)
+    after = evaluate(final, source, reference=seed_model)
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement,
+                 learned=log)
+    return alive, final, extra
+
+
+def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
+                 options: TrainOptions, loss: str, teacher, budget: float, target: str,
+                 folder: str) -> tuple[np.ndarray, dict]:
+    model = gated.model
+    trainable = [n for n in default_trainable(model, [output_name(model)])
+                 if not n.startswith(PREFIX)] + gated.logit_names
+    paths = build_training_artifacts(
+        model, folder, trainable=trainable, frozen=None, loss=loss,
+        output_name=output_name(model), cost_output=COST_OUTPUT, optimizer=options.optimizer,
+    )
+    session = TrainingSession(paths, learning_rate=options.learning_rate)
+    controller = BudgetController(budget, options.strength)
+    expr = analysis.cost.expr(target)
+    seed_cost = expr()
+    rng = np.random.default_rng(options.seed)
+    progress = Progress(options.steps, "learning structure", enabled=options.progress)
+    log_file = open(options.log, "w") if options.log else None  # noqa: SIM115
+    rows = []
+    probs = np.ones(analysis.channels.num_units)
+    ratio = 1.0
+    try:
+        batches = endless(source)
+        for step in range(options.steps):
+            batch = next(batches)
+            feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
+            result = session.train_step(feeds, target_for(batch, loss, teacher),
+                                        controller.lam)
+            if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
+                probs = gated.probabilities(session.parameters())
+                ratio = expr(probs > options.alive_threshold) / seed_cost
+                row = {"step": step, "task_loss": result.task_loss, "cost": result.cost,
+                       "alive_cost_ratio": ratio, "lambda": controller.lam,
+                       "alive": {str(g.id): int((probs[g.units] > options.alive_threshold)
+                                                .sum()) for g in gated.groups}}
+                rows.append(row)
+                if log_file:
+                    log_file.write(json.dumps(row) + "\n")
+                controller.update(ratio)
+            progress.update(step, loss=result.task_loss, cost=ratio, lam=controller.lam)
+    finally:
+        if log_file:
+            log_file.close()
+    # The gated graph holds the seed's weights under their own names: copy them back.
+    trained = session.updated_model(analysis.loaded.model)
+    return probs, {"model": trained, "final_lambda": controller.lam,
+                   "alive_cost_ratio": ratio, "history": rows}
+
+
+def _final_structure(analysis: Analysis, probs: np.ndarray, groups, target: str, budget: float,
+                     rules: SelectionRules, options: TrainOptions) -> np.ndarray:
+    """Channels whose gates stayed open, then trimmed by gate probability to the budget."""
+    alive = np.ones(analysis.channels.num_units, dtype=bool)
+    for group in groups:
+        open_units = probs[group.units] > options.alive_threshold
+        floor = max(rules.min_channels, 1)
+        if rules.round_to > 1 and group.channels % rules.round_to == 0:
+            floor = -(-max(int(open_units.sum()), floor) // rules.round_to) * rules.round_to
+        if open_units.sum() < floor:  # a group never dies completely: keep its best units
+            best = np.argsort(-probs[group.units], kind="stable")[:floor]
+            open_units[best] = True
+        alive[group.units] = open_units
+    return select_to_budget(analysis, probs, target, budget, rules, alive=alive)

@@ -1,0 +1,74 @@
+"""Evaluate a model on the user's data: accuracy, agreement with a reference, latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxmorph.training.data import DataSource
+
+
+@dataclass
+class EvalResult:
+    batches: int
+    samples: int
+    accuracy: float | None  # when labels exist
+    agreement: float | None  # top-1 agreement with a reference model
+    latency_ms: float  # mean per batch
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def inference_session(model: onnx.ModelProto | str, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def evaluate(
+    model: onnx.ModelProto | str, data: DataSource, reference: onnx.ModelProto | str | None = None,
+    max_batches: int | None = None,
+) -> EvalResult:
+    session = inference_session(model)
+    ref_session = inference_session(reference) if reference is not None else None
+    correct = agree = samples = batches = 0
+    has_labels = True
+    elapsed = 0.0
+    for batch in data.eval():
+        if max_batches is not None and batches >= max_batches:
+            break
+        start = time.perf_counter()
+        logits = session.run(None, batch.inputs)[0]
+        elapsed += time.perf_counter() - start
+        predicted = _top1(logits)
+        if batch.labels is None or not np.issubdtype(batch.labels.dtype, np.integer):
+            has_labels = False
+        else:
+            correct += int((predicted == batch.labels.reshape(predicted.shape)).sum())
+        if ref_session is not None:
+            agree += int((_top1(ref_session.run(None, batch.inputs)[0]) == predicted).sum())
+        samples += batch.size
+        batches += 1
+    if batches == 0:
+        from onnxmorph.errors import DataError
+
+        raise DataError("the loader yielded no evaluation batches")
+    return EvalResult(
+        batches=batches, samples=samples,
+        accuracy=correct / samples if has_labels else None,
+        agreement=agree / samples if ref_session is not None else None,
+        latency_ms=1000 * elapsed / batches,
+    )
+
+
+def _top1(logits: np.ndarray) -> np.ndarray:
+    return np.argmax(logits.reshape(logits.shape[0], -1), axis=1)
