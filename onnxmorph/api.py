@@ -83,6 +83,11 @@ def prune(
     if method == "l1":
         alive = _l1(analysis, target, budget, rules)
         sliced = slice_channels(analysis, alive).model
+        if data is not None:  # the L1 baseline with fine-tuning, as in the literature
+            from onnxmorph.methods.gated import finetune_on_data
+
+            sliced, extra = finetune_on_data(analysis.loaded.model, sliced, data,
+                                             **(training or {}))
     else:
         from onnxmorph.methods.gated import learn_structure
 

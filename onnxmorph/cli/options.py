@@ -13,3 +13,27 @@ input_shape_option = click.option(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+
+
+def training_options(command):
+    """Options of every command that trains (prune with --data, finetune)."""
+    decorators = [
+        click.option("--data", type=click.Path(dir_okay=False),
+                     help="Python file with train_batches() [and eval_batches()]."),
+        click.option("--loss", type=click.Choice(["auto", "cross-entropy", "mse", "distill"]),
+                     default="auto", show_default=True,
+                     help="auto: cross-entropy with integer labels, distillation from the "
+                          "seed without labels."),
+        click.option("--lr", "learning_rate", type=float, default=2e-3, show_default=True,
+                     help="Learning rate."),
+        click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
+                     show_default=True),
+        click.option("--workdir", type=click.Path(file_okay=False),
+                     help="Keep training artifacts here (default: a temporary folder)."),
+        click.option("--log", type=click.Path(dir_okay=False),
+                     help="Write a JSON-lines training log here."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option
+from onnxmorph.cli.options import input_shape_option, json_option, training_options
 from onnxmorph.cli.table import format_count
 
 
@@ -21,8 +21,16 @@ from onnxmorph.cli.table import format_count
               show_default=True, help="The cost the budget applies to (flops = MACs).")
 @click.option("--budget", type=float, default=0.5, show_default=True,
               help="Fraction of the seed's cost to keep, in (0, 1].")
-@click.option("--data", type=click.Path(dir_okay=False),
-              help="Python file with train_batches() [and eval_batches()] for learning.")
+@training_options
+@click.option("--steps", type=int, default=250, show_default=True,
+              help="Structure-learning steps (gates).")
+@click.option("--finetune-steps", type=int, default=250, show_default=True,
+              help="Training steps of the pruned model without gates.")
+@click.option("--strength", type=float,
+              help="Fixed regularisation strength λ (morph-net style) instead of the budget "
+                   "controller; the final structure still respects --budget.")
+@click.option("--alive-threshold", type=float, default=0.1, show_default=True,
+              help="A channel lives while its gate probability is above this.")
 @click.option("--round-to", type=int, default=1, show_default=True,
               help="Keep channel counts multiples of N where the seed's were.")
 @click.option("--min-channels", type=int, default=1, show_default=True,
@@ -33,8 +41,11 @@ from onnxmorph.cli.table import format_count
 @input_shape_option
 @json_option
 def prune(model: str, output: str | None, method: str, target: str, budget: float,
-          data: str | None, round_to: int, min_channels: int, exclude: tuple[str, ...],
-          verify: bool, input_shapes: tuple[str, ...], as_json: bool) -> None:
+          data: str | None, loss: str, learning_rate: float, optimizer: str,
+          workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
+          strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
+          exclude: tuple[str, ...], verify: bool, input_shapes: tuple[str, ...],
+          as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -46,6 +57,10 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
         model, method=method, target=target, budget=budget, data=data,
         input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
         min_channels=min_channels, exclude=exclude, verify=verify,
+        training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
+                      optimizer=optimizer, loss=loss, strength=strength,
+                      alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
+                      progress=not as_json),
     )
     paths = result.save(out)
     report = result.report()

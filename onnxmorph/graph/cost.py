@@ -92,6 +92,7 @@ class _Builder:
         self.counts: list[np.ndarray] = []
         self.offsets: list[float] = []
         self.terms = {"macs": [], "params": []}
+        self.counted: set[str] = set()  # constants whose parameters are already counted
 
     def form(self, tensor: str, axis_size: int) -> int:
         """Index of the linear form 'alive channels of `tensor`' (a constant if unknown)."""
@@ -120,7 +121,7 @@ class _Builder:
         self.terms[kind].append((layer, float(coef), first, second))
 
     def build(self) -> CostModel:
-        counted: set[str] = set()
+        counted = self.counted
         for node in self.loaded.model.graph.node:
             rule = _RULES.get(node.op_type)
             if rule is not None and rule(self, node):
@@ -177,12 +178,15 @@ def _conv(builder: _Builder, node: onnx.NodeProto) -> bool:
     name = node.name or node.output[0]
     f_in = builder.form(node.input[0], x_shape[1])
     f_out = builder.form(node.output[0], y_shape[1])
+    shared = node.input[1] in builder.counted  # a weight two layers share is stored once
     if groups > 1 and in_per_group == 1:  # depthwise: linear in the alive channels
         builder.add("macs", name, pixels * kernel, f_out)
-        builder.add("params", name, kernel, f_out)
+        if not shared:
+            builder.add("params", name, kernel, f_out)
     else:
         builder.add("macs", name, pixels * kernel / groups, f_in, f_out)
-        builder.add("params", name, kernel / groups, f_in, f_out)
+        if not shared:
+            builder.add("params", name, kernel / groups, f_in, f_out)
     return True
 
 
@@ -197,7 +201,8 @@ def _gemm(builder: _Builder, node: onnx.NodeProto) -> bool:
     f_in = builder.form(node.input[0], a_shape[-1])
     f_out = builder.form(node.output[0], y_shape[-1])
     builder.add("macs", name, rows, f_in, f_out)
-    builder.add("params", name, 1.0, f_in, f_out)
+    if node.input[1] not in builder.counted:  # a weight two layers share is stored once
+        builder.add("params", name, 1.0, f_in, f_out)
     return True
 
 

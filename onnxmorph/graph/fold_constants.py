@@ -23,8 +23,8 @@ _NONDETERMINISTIC = {
 
 def fold_constants(
     model: onnx.ModelProto, static_shapes: dict[str, tuple[int, ...]] | None = None
-) -> bool:
-    """Fold constant nodes of `model` in place; return whether anything changed."""
+) -> set[str]:
+    """Fold constant nodes of `model` in place; return the names of the new initializers."""
     graph = model.graph
     opset = {e.domain or "": e.version for e in model.opset_import}
     known: dict[str, np.ndarray] = {
@@ -43,13 +43,13 @@ def fold_constants(
                 known[name] = value
                 new_inits.append(name)
     if not new_inits:
-        return False
+        return set()
     del graph.node[:]
     graph.node.extend(kept_nodes)
     for name in new_inits:
         _add_initializer(graph, name, np.asarray(known[name]))
     _remove_unused_initializers(graph)
-    return True
+    return set(new_inits)
 
 
 def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:

@@ -65,13 +65,38 @@ def load_model(
         raise UnsupportedModelError(f"the model is not valid ONNX: {first}") from exc
     resolved = resolve_input_shapes(proto, input_shapes or {})
     shapes: dict[str, tuple[int, ...]] = {}
+    folded: set[str] = set()
     for _ in range(_MAX_FOLD_ROUNDS):
         shapes = infer_static_shapes(proto, resolved)
-        if not fold_constants(proto, shapes):
+        new = fold_constants(proto, shapes)
+        if not new:
             break
+        folded |= new
+    _keep_batch_dynamic(proto, folded, shapes, resolved)
     shapes = infer_static_shapes(proto, resolved)
     _check_outputs_known(proto, shapes)
     return LoadedModel(model=proto, shapes=shapes, input_shapes=resolved, source=source)
+
+
+def _keep_batch_dynamic(model: onnx.ModelProto, folded: set[str], shapes, resolved) -> None:
+    """Reshape targets folded from Shape chains hold the analysis batch size; a dynamic-batch
+    model must keep working at any batch (training runs at the loader's), so such an entry
+    becomes 0, "copy the input's batch"."""
+    dynamic = [i for i in model.graph.input if i.name in resolved
+               and i.type.tensor_type.shape.dim
+               and not i.type.tensor_type.shape.dim[0].HasField("dim_value")]
+    if not dynamic:
+        return
+    batch = resolved[dynamic[0].name][0]
+    inits = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in folded:
+            continue
+        source = shapes.get(node.input[0])
+        target = numpy_helper.to_array(inits[node.input[1]]).copy()
+        if source and target.size and source[0] == batch and target[0] == batch:
+            target[0] = 0
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))
 
 
 def _check_outputs_known(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import onnx
 
-from onnxmorph.errors import PruningError
+from onnxmorph.errors import DataError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
@@ -20,6 +20,7 @@ from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource, model_input_specs
 from onnxmorph.training.evaluate import evaluate
+from onnxmorph.training.fold_gates import fold_gate_values
 from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress
@@ -51,7 +52,7 @@ def learn_structure(
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
     first = next(iter(source.train()), None)
     if first is None:
-        raise PruningError(f"loader '{data}' train_batches() yielded no batches")
+        raise DataError(f"loader '{data}' train_batches() yielded no batches")
     loss = choose_loss(options.loss, first)
     teacher = Teacher(seed_model) if loss == "distill" else None
     extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps}
@@ -64,7 +65,10 @@ def learn_structure(
         probs, log = _train_gates(gated, analysis, source, options, loss, teacher, budget,
                                   target, f"{folder}/gates")
     alive = _final_structure(analysis, probs, groups, target, budget, rules, options)
-    trained = analyze(LoadedModel(model=log.pop("model"), shapes=analysis.loaded.shapes,
+    # Living channels keep the deterministic gate value they were trained with.
+    gate_values = np.where(alive, log.pop("gate_values"), 0.0)
+    folded = fold_gate_values(log.pop("model"), analysis.channels.layouts, gate_values)
+    trained = analyze(LoadedModel(model=folded, shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
                                   source=analysis.loaded.source))
     sliced = slice_channels(trained, alive).model
@@ -75,6 +79,26 @@ def learn_structure(
     extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement,
                  learned=log)
     return alive, final, extra
+
+
+def finetune_on_data(
+    seed_model: onnx.ModelProto, pruned: onnx.ModelProto, data: str | os.PathLike, **training
+) -> tuple[onnx.ModelProto, dict]:
+    """Fine-tune a pruned model on the loader's data; report accuracy before and after."""
+    options = TrainOptions(**training)
+    source = DataSource(data, model_input_specs(seed_model))
+    first = next(iter(source.train()), None)
+    if first is None:
+        raise DataError(f"loader '{data}' train_batches() yielded no batches")
+    loss = choose_loss(options.loss, first)
+    teacher = Teacher(seed_model) if loss == "distill" else None
+    extra = {"loss": loss, "finetune_steps": options.finetune_steps,
+             "accuracy_before": evaluate(seed_model, source).accuracy,
+             "accuracy_after_slice": evaluate(pruned, source).accuracy}
+    final = finetune(pruned, source, options, loss, teacher, options.finetune_steps)
+    after = evaluate(final, source, reference=seed_model)
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement)
+    return final, extra
 
 
 def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
@@ -114,6 +138,9 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
                 rows.append(row)
                 if log_file:
                     log_file.write(json.dumps(row) + "\n")
+                # Steer on the structure the gates describe now (thresholded), not on the
+                # expected cost: with Adam every gate falls at the same pace, and the expected
+                # cost undershoots while no gate has closed yet.
                 controller.update(ratio)
             progress.update(step, loss=result.task_loss, cost=ratio, lam=controller.lam)
     finally:
@@ -121,7 +148,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
             log_file.close()
     # The gated graph holds the seed's weights under their own names: copy them back.
     trained = session.updated_model(analysis.loaded.model)
-    return probs, {"model": trained, "final_lambda": controller.lam,
+    gate_values = gated.eval_gates(session.parameters(), options.alive_threshold)
+    return probs, {"model": trained, "gate_values": gate_values, "final_lambda": controller.lam,
                    "alive_cost_ratio": ratio, "history": rows}
 
 

@@ -75,15 +75,34 @@ def select_to_budget(
         step = _step(group, rules)
         floors[group.id] = -(-max(rules.min_channels, 1) // step) * step
         _push(heap, group, orders, floors, scores, step)
-    cost = expr(alive)
-    while cost > limit and heap:
+    # The removal order depends on scores only, and cost falls with every removal, so the
+    # shortest prefix of that order that meets the budget is found by bisection.
+    sequence: list[list[int]] = []
+    while heap:
         _, group_id, _ = heapq.heappop(heap)
         group = groups[group_id]
         step = _step(group, rules)
         chunk, orders[group_id] = orders[group_id][:step], orders[group_id][step:]
-        alive[chunk] = False
-        cost = expr(alive)
+        sequence.append(chunk)
         _push(heap, group, orders, floors, scores, step)
+    removal = np.array([u for chunk in sequence for u in chunk], dtype=np.int64)
+    ends = np.cumsum([len(chunk) for chunk in sequence]).astype(np.int64)
+
+    def cost_after(count: int) -> float:
+        trial = alive.copy()
+        trial[removal[: ends[count - 1]] if count else removal[:0]] = False
+        return expr(trial)
+
+    low, high = 0, len(sequence)
+    if cost_after(high) <= limit:
+        while low < high:
+            middle = (low + high) // 2
+            if cost_after(middle) <= limit:
+                high = middle
+            else:
+                low = middle + 1
+    cost = cost_after(high)
+    alive[removal[: ends[high - 1]] if high else removal[:0]] = False
     if cost > limit * (1 + 1e-9):
         raise PruningError(
             f"budget {budget} cannot be met: the smallest reachable {target} cost is "

@@ -92,7 +92,7 @@ class _ConstantWriter:
         self.added: dict[str, np.ndarray] = {}
 
     def set(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
-        name = node.input[index]
+        name = node.input[index] if index < len(node.input) else ""  # absent optional input
         original = self.values.get(name)
         value = np.ascontiguousarray(value, dtype=original.dtype if original is not None else None)
         if original is not None and original.shape == value.shape and np.array_equal(
@@ -102,8 +102,10 @@ class _ConstantWriter:
         if self.users.get(name, 0) <= 1 and original is not None:
             self.replaced[name] = value
             return
-        new_name = f"{name}__{node.name or node.output[0]}"
+        new_name = f"{name or 'input' + str(index)}__{node.name or node.output[0]}"
         self.added[new_name] = value
+        while len(node.input) <= index:
+            node.input.append("")
         node.input[index] = new_name
 
     def finish(self) -> None:

@@ -1,8 +1,8 @@
 """Budget controller: turns "keep 50 % of the FLOPs" into a regularisation strength λ.
 
 Instead of sweeping λ over orders of magnitude (morph-net's usage), λ grows multiplicatively
-while the structure that the gates currently describe is over budget and decays once it is
-under, so training settles at or just under the budget.
+while the structure the gates describe (channels above the alive threshold) is over budget and
+decays once it is under, so training settles at or just under the budget.
 """
 
 from __future__ import annotations

@@ -51,6 +51,16 @@ class GatedModel:
         probs[self.gated_units] = 1.0 / (1.0 + np.exp(-raw * self.settings.logit_scale))
         return probs
 
+    def eval_gates(self, params: dict[str, np.ndarray], threshold: float) -> np.ndarray:
+        """Deterministic gate value per unit: σ(logit/τ) while alive, 0 once dead."""
+        raw = np.concatenate([params[name] for name in self.logit_names]).astype(np.float64)
+        logits = raw * self.settings.logit_scale
+        values = np.ones(self.num_units)
+        gated = 1.0 / (1.0 + np.exp(-logits / self.settings.temperature))
+        alive = 1.0 / (1.0 + np.exp(-logits)) > threshold
+        values[self.gated_units] = np.where(alive, gated, 0.0)
+        return values
+
     def noise(self, rng: np.random.Generator) -> np.ndarray:
         u = rng.uniform(1e-6, 1 - 1e-6, size=self.gated_units.size)
         return (np.log(u) - np.log1p(-u)).astype(np.float32)
@@ -114,17 +124,21 @@ class _GateNodes:
             np.array([1.0 / settings.temperature], np.float32), "inv_temperature")], "tempered")
         gated_sample = self.op(head, "Sigmoid", [tempered], "sample")
         gated_prob = self.op(head, "Sigmoid", [scaled], "prob")
-        # Order: gated units first, then ones for the rest; `position` maps unit → entry.
+        # One Concat [samples, probabilities, ones for the rest] read by two Gathers.
+        # A separate ones constant per vector is not enough: ORT's constant sharing merges
+        # equal small initializers, and its gradient builder then defines the merged
+        # constant's gradient twice ("Duplicate definition of name ..._grad").
         rest = np.setdiff1d(np.arange(num_units), gated_units)
-        position = np.empty(num_units, np.int64)
-        position[np.concatenate([gated_units, rest])] = np.arange(num_units)
-        index = self.const(position, "unit_order")
+        size = gated_units.size
+        ones = self.const(np.ones(rest.size, np.float32), "ones")
+        joined = self.op(head, "Concat", [gated_sample, gated_prob, ones], "joined", axis=0)
         full = []
-        for vector, hint in ((gated_sample, "z"), (gated_prob, "p")):
-            # One constant per use: ORT's gradient builder names gradients after inputs and
-            # fails on a constant that two differentiated nodes share.
-            ones = self.const(np.ones(rest.size, np.float32), "ones")
-            joined = self.op(head, "Concat", [vector, ones], f"{hint}_joined", axis=0)
+        for offset, hint in ((0, "z"), (size, "p")):
+            # `position` maps unit → entry of `joined`.
+            position = np.empty(num_units, np.int64)
+            position[gated_units] = offset + np.arange(size)
+            position[rest] = 2 * size + np.arange(rest.size)
+            index = self.const(position, f"{hint}_unit_order")
             full.append(self.op(head, "Gather", [joined, index], f"{hint}_units", axis=0))
         return full[0], full[1]
 

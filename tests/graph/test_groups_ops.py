@@ -475,3 +475,54 @@ def test_layer_normalization_covers_axis_and_after(axis, mixes):
         assert_boundary(a, "LayerNormalization 'ln' mixes values across channels", output="ln")
     else:
         assert_passthrough(a, "ln")
+
+
+# ------------------------------------------------------------------------- opset 18+ spellings
+def _analyze_opset(opset: int, make, head: bool = True):
+    b = GraphBuilder(opset=opset)
+    x = b.input("x", [1, 3, 8, 8])
+    out = make(b, b.conv(x, 8, name="feat"))
+    if head:
+        out = b.conv(out, 4, name="head")
+    return analyze(b.model([out]))
+
+
+def test_opset18_reduce_axes_input():
+    a = _analyze_opset(18, lambda b, x: b.node("ReduceMean", [x, b.ints([2, 3])], name="r"))
+    assert_passthrough(a, "r")
+    a = _analyze_opset(18, lambda b, x: b.node("ReduceMean", [x, b.ints([1])], name="r"))
+    assert_boundary(a, "ReduceMean 'r' reduces over the channel axis", output="r")
+    a = _analyze_opset(18, lambda b, x: b.node("ReduceMean", [x], name="r",
+                                                noop_with_empty_axes=1))
+    assert_passthrough(a, "r")
+
+
+def test_opset18_split_num_outputs_and_pad_axes():
+    a = _analyze_opset(18, lambda b, x: b.node("Split", [x], ["s0", "s1"], name="s", axis=1,
+                                                num_outputs=2)[1])
+    np.testing.assert_array_equal(ids_of(a, "s1"), ids_of(a, "feat")[4:])
+    a = _analyze_opset(18, lambda b, x: b.node("Pad", [x, b.ints([1, 1, 1, 1]), "",
+                                                        b.ints([2, 3])], name="p"))
+    assert_passthrough(a, "p")
+    a = _analyze_opset(18, lambda b, x: b.node("Pad", [x, b.ints([0, 2]), "", b.ints([1])],
+                                                name="p"))
+    assert_boundary(a, "Pad 'p' changes the channel axis", output="p")
+
+
+def test_concat_with_graph_input_keeps_other_group_prunable():
+    a = analyze_op(lambda b, x: b.concat([x, "x"], name="cat"))
+    np.testing.assert_array_equal(ids_of(a, "cat"),
+                                  np.concatenate([ids_of(a, "feat"), ids_of(a, "x")]))
+    assert group_of(a, "feat").prunable
+    assert not group_of(a, "x").prunable
+
+
+@pytest.mark.parametrize("op, attrs, extra", [
+    ("DepthToSpace", {"blocksize": 2}, []),
+    ("SpaceToDepth", {"blocksize": 2}, []),
+    ("Tile", {}, [[1, 2, 1, 1]]),
+])
+def test_unhandled_default_domain_ops_are_boundaries(op, attrs, extra):
+    a = analyze_op(lambda b, x: b.node(op, [x, *[b.ints(e) for e in extra]], name="o",
+                                       **attrs))
+    assert_boundary(a, f"unsupported op {op} 'o'", output="o")

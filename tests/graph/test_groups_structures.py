@@ -352,3 +352,30 @@ def test_conv_with_runtime_weight_is_a_boundary():
     # The Add ties post's outputs with dyn's, which are pinned.
     assert group_of(a, "post") is group_of(a, "dyn")
     assert not group_of(a, "dyn").prunable
+
+
+# ------------------------------------------------------------------------- cost details
+def test_shared_weight_params_counted_once_macs_twice():
+    b = GraphBuilder(seed=15)
+    x = b.input("x", [1, 4, 8, 8])
+    w = b.weight([4, 4, 3, 3], "W")
+    c1 = b.node("Conv", [x, w], name="c1", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    c2 = b.node("Conv", [b.relu(c1), w], name="c2", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    a = analyze(b.model([c2]))
+    assert a.macs == 2 * HW * 4 * 4 * 9
+    assert a.params == 4 * 4 * 9
+
+
+def test_conv1d_cost_and_groups():
+    b = GraphBuilder(seed=16)
+    x = b.input("x", [1, 3, 16])
+    c = b.node("Conv", [x, b.weight([6, 3, 5]), b.weight([6])], name="c", kernel_shape=[5],
+               pads=[2, 2])
+    y = b.node("Conv", [b.relu(c), b.weight([2, 6, 1])], name="y", kernel_shape=[1])
+    a = analyze(b.model([y]))
+    assert group_of(a, "c").prunable and group_of(a, "c").channels == 6
+    assert a.macs == 16 * 6 * 3 * 5 + 16 * 2 * 6
+    assert a.params == 6 * 3 * 5 + 6 + 2 * 6
+    alive = alive_without(a, ids_of(a, "c")[:2])
+    assert a.cost.macs(alive) == 16 * 4 * 3 * 5 + 16 * 2 * 4
+    assert a.cost.params(alive) == 4 * 3 * 5 + 4 + 2 * 4

@@ -22,7 +22,7 @@ SLOW = ["vgg19", "zfnet512", "bvlc_alexnet"]
 ALL = [*FAST, *[pytest.param(name, marks=pytest.mark.slow) for name in SLOW]]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def light(name: str) -> Analysis:
     return analyze(light_model_path(name))
 
@@ -156,7 +156,7 @@ def test_squeezenet_fire_concat_offsets():
     convs = _conv_outputs(a)
     concats = [n for n in a.loaded.model.graph.node if n.op_type == "Concat"]
     assert len(concats) == 8
-    for fire, node in zip(range(2, 10), concats):
+    for fire, node in zip(range(2, 10), concats, strict=True):
         e1 = ids_of(a, convs[f"fire{fire}/expand1x1_w_0"])
         e3 = ids_of(a, convs[f"fire{fire}/expand3x3_w_0"])
         out = ids_of(a, node.output[0])
@@ -193,10 +193,13 @@ def test_shufflenet_shuffles_permute_ids_and_groups_tie_units():
         np.testing.assert_array_equal(after, before[perm])
         assert a.channels.layouts[merge.output[0]].axes == (1,)
 
-    grouped = [n for n in nodes if n.op_type == "Conv"
-               and onnx.helper.get_attribute_value(n.attribute[-1]) > 1]
+    def group_count(node):
+        return next((attr.i for attr in node.attribute if attr.name == "group"), 1)
+
+    grouped = [n for n in nodes if n.op_type == "Conv" and group_count(n) > 1]
+    assert grouped
     for node in grouped:
-        groups = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["group"]
+        groups = group_count(node)
         rows = ids_of(a, node.input[0]).reshape(groups, -1)
         if rows.shape[1] > 1:  # not depthwise: index j is one unit in every conv group
             assert all(np.array_equal(row, rows[0]) for row in rows)

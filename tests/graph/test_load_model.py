@@ -291,7 +291,7 @@ def test_ir_version_is_clamped(ir, expected):
 def _dynamic_chain(dims) -> onnx.ModelProto:
     model = conv_chain_model()
     shape = model.graph.input[0].type.tensor_type.shape
-    for dim, value in zip(shape.dim, dims):
+    for dim, value in zip(shape.dim, dims, strict=True):
         dim.Clear()
         if isinstance(value, str):
             dim.dim_param = value

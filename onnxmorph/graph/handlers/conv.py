@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxmorph.graph.handlers.base import Coupling, Fresh, Layout, NodeContext, register, single_axis
+from onnxmorph.graph.handlers.base import (
+    Coupling,
+    Fresh,
+    Layout,
+    NodeContext,
+    register,
+    single_axis,
+)
 
 
 @register("Conv")

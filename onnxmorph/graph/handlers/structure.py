@@ -64,10 +64,13 @@ def slice_(ctx: NodeContext) -> Coupling:
     if layout is None or shape is None:
         return ctx.boundary(f"Slice '{ctx.name}' has an unknown shape")
     starts, ends = ctx.const(1), ctx.const(2)
-    axes = ctx.const(3) if ctx.has_input(3) else np.arange(len(starts if starts is not None else []))
+    axes = ctx.const(3) if ctx.has_input(3) else None
     steps = ctx.const(4) if ctx.has_input(4) else None
-    if starts is None or ends is None or axes is None or (ctx.has_input(4) and steps is None):
+    if starts is None or ends is None or (ctx.has_input(3) and axes is None) or (
+        ctx.has_input(4) and steps is None
+    ):
         return ctx.boundary(f"Slice '{ctx.name}' has bounds computed at run time")
+    axes = np.arange(len(starts)) if axes is None else axes
     steps = np.ones(len(starts), dtype=np.int64) if steps is None else steps
     ids = layout.ids
     for start, end, axis, step in zip(starts, ends, axes, steps):

@@ -1,0 +1,52 @@
+"""`onnxmorph finetune MODEL --data loader.py`: train a (pruned) model's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onnxmorph.cli.options import training_options
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output path (default: MODEL's name + .finetuned.onnx, next to it).")
+@click.option("--steps", type=int, default=250, show_default=True, help="Training steps.")
+@click.option("--teacher", type=click.Path(dir_okay=False),
+              help="Model whose outputs are the targets of --loss distill (default: MODEL).")
+@training_options
+def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
+             loss: str, learning_rate: float, optimizer: str, workdir: str | None,
+             log: str | None, seed: int) -> None:
+    """Fine-tune MODEL on the loader's training batches."""
+    from onnxmorph.errors import DataError
+    from onnxmorph.graph.model_file import read_model_file
+    from onnxmorph.io import check_output_path, save_model
+    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.evaluate import evaluate
+    from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
+    from onnxmorph.training.trainer import finetune as train
+
+    if data is None:
+        raise DataError("finetune needs --data loader.py")
+    out = Path(output) if output else Path(model).with_suffix("").with_suffix(".finetuned.onnx")
+    check_output_path(out)
+    options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
+                           learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
+                           seed=seed, log=log, progress=True)
+    proto = read_model_file(model)
+    source = DataSource(data, model_input_specs(proto))
+    first = next(iter(source.train()), None)
+    if first is None:
+        raise DataError(f"loader '{data}' train_batches() yielded no batches")
+    kind = choose_loss(options.loss, first)
+    teacher_model = read_model_file(teacher) if teacher else proto
+    tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
+                  else None, steps)
+    save_model(tuned, out)
+    result = evaluate(tuned, source)
+    if result.accuracy is not None:
+        click.echo(f"accuracy {result.accuracy:.4f}")
+    click.echo(f"wrote model: {out}")

@@ -1,0 +1,1 @@
+"""Slicing tests (a package so its module names do not clash with tests/graph's)."""
