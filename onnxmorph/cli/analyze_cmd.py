@@ -47,7 +47,8 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups
         click.echo(f"({hidden} non-prunable groups hidden; --all-groups shows them)")
 
 
-def _layers(names: list[str], limit: int = 3) -> str:
-    if len(names) <= limit:
-        return ", ".join(names)
-    return ", ".join(names[:limit]) + f", … (+{len(names) - limit})"
+def _layers(names: list[str], limit: int = 2, width: int = 36) -> str:
+    # Exported names are long paths; their ends say which layer it is.
+    short = [n if len(n) <= width else "…" + n[-(width - 1):] for n in names[:limit]]
+    more = f", … (+{len(names) - limit})" if len(names) > limit else ""
+    return ", ".join(short) + more

@@ -51,7 +51,8 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
     from onnxmorph.graph import parse_input_shapes
     from onnxmorph.io import check_output_path
 
-    out = Path(output) if output else Path(model).with_suffix("").with_suffix(".pruned.onnx")
+    # MODEL's whole stem: "a.v2.onnx" → "a.v2.pruned.onnx", and never the input itself.
+    out = Path(output) if output else Path(model).with_name(Path(model).stem + ".pruned.onnx")
     check_output_path(out)
     result = run_prune(
         model, method=method, target=target, budget=budget, data=data,

@@ -51,16 +51,6 @@ class GatedModel:
         probs[self.gated_units] = 1.0 / (1.0 + np.exp(-raw * self.settings.logit_scale))
         return probs
 
-    def eval_gates(self, params: dict[str, np.ndarray], threshold: float) -> np.ndarray:
-        """Deterministic gate value per unit: σ(logit/τ) while alive, 0 once dead."""
-        raw = np.concatenate([params[name] for name in self.logit_names]).astype(np.float64)
-        logits = raw * self.settings.logit_scale
-        values = np.ones(self.num_units)
-        gated = 1.0 / (1.0 + np.exp(-logits / self.settings.temperature))
-        alive = 1.0 / (1.0 + np.exp(-logits)) > threshold
-        values[self.gated_units] = np.where(alive, gated, 0.0)
-        return values
-
     def noise(self, rng: np.random.Generator) -> np.ndarray:
         u = rng.uniform(1e-6, 1 - 1e-6, size=self.gated_units.size)
         return (np.log(u) - np.log1p(-u)).astype(np.float32)

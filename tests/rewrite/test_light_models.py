@@ -125,8 +125,9 @@ def test_light_model_l1_prune_to_half(name):
     original = run(seed, feeds)
     got = run(pruned, feeds)
     assert [g.shape for g in got] == [o.shape for o in original]
-    assert [tuple(d.dim_value for d in o.type.tensor_type.shape.dim) for o in pruned.graph.output] \
-        == [o.shape for o in original]
+    declared = [tuple(d.dim_value for d in o.type.tensor_type.shape.dim)
+                for o in pruned.graph.output]
+    assert declared == [o.shape for o in original]
     analysis = result.analysis
     masked = zero_removed_channels(analysis.loaded.model, analysis.channels.layouts,
                                    analysis.loaded.shapes, keep_masks(analysis, result.alive))

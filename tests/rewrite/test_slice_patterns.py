@@ -145,6 +145,21 @@ def prelu() -> onnx.ModelProto:
     return b.model([b.conv(t, 4, name="head")])
 
 
+def gather_channels() -> onnx.ModelProto:
+    b = HeBuilder(15)
+    t = b.relu(b.conv(b.input("x", [1, 3, 8, 8]), 8, name="c1"))
+    g = b.node("Gather", [t, b.ints([6, 0, 2, 3, -1, 5])], name="gather", axis=1)
+    return b.model([b.conv(g, 4, name="head")])
+
+
+def resize_and_pad() -> onnx.ModelProto:
+    b = HeBuilder(16)
+    t = b.relu(b.conv(b.input("x", [1, 3, 4, 4]), 8, name="c1"))
+    t = b.node("Resize", [t, "", "", b.ints([1, 8, 8, 8])], name="resize", mode="nearest")
+    t = b.node("Pad", [t, b.ints([0, 0, 1, 1, 0, 0, 1, 1])], name="pad")
+    return b.model([b.conv(t, 4, name="head")])
+
+
 PATTERNS = {
     "conv_bn_chain": conv_bn_chain,
     "residual_chain": residual_chain,
@@ -168,6 +183,8 @@ PATTERNS = {
     "conv_transpose_group2": lambda: conv_transpose(group=2),
     "per_channel_add_mul": per_channel_constants,
     "prelu_per_channel": prelu,
+    "gather_channels": gather_channels,
+    "resize_sizes_and_pad": resize_and_pad,
 }
 
 
@@ -358,6 +375,23 @@ def test_prelu_slope_is_sliced():
     np.testing.assert_array_equal(
         init_value(pruned, nodes_by_name(pruned)["prelu"].input[1]),
         analysis.loaded.initializers["slope"][keep])
+
+
+def test_gather_indices_point_at_the_kept_channels():
+    analysis, alive, pruned = _sliced(gather_channels())
+    keep = alive[ids_of(analysis, "c1")]
+    old = np.array([6, 0, 2, 3, 7, 5])
+    survivors = old[keep[old]]
+    position = np.cumsum(keep) - 1
+    np.testing.assert_array_equal(
+        init_value(pruned, nodes_by_name(pruned)["gather"].input[1]), position[survivors])
+
+
+def test_resize_sizes_follow_the_channels():
+    analysis, alive, pruned = _sliced(resize_and_pad())
+    width = int(alive[ids_of(analysis, "c1")].sum())
+    np.testing.assert_array_equal(
+        init_value(pruned, nodes_by_name(pruned)["resize"].input[3]), [1, width, 8, 8])
 
 
 # ------------------------------------------------------------------ nothing, all, pinned
