@@ -20,6 +20,7 @@ from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource, model_input_specs
 from onnxmorph.training.evaluate import evaluate
+from onnxmorph.training.gate_optimizer import GateOptimizer
 from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress
@@ -112,6 +113,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     )
     session = TrainingSession(paths, learning_rate=options.learning_rate)
     controller = BudgetController(budget, options.strength)
+    gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     expr = analysis.cost.expr(target)
     seed_cost = expr()
     rng = np.random.default_rng(options.seed)
@@ -125,8 +127,10 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         for step in range(options.steps):
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
+            before = gate_optimizer.snapshot(session)
             result = session.train_step(feeds, target_for(batch, loss, teacher),
                                         controller.lam)
+            gate_optimizer.apply(session, before)
             if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
                 probs = gated.probabilities(session.parameters())
                 ratio = expr(probs > options.alive_threshold) / seed_cost

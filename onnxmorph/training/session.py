@@ -76,6 +76,14 @@ class TrainingSession:
         """Current values (copies) of trainable and frozen parameters, BN stats included."""
         return {name: self._state.parameters[name].data.copy() for name in self._param_names()}
 
+    def value(self, name: str) -> np.ndarray:
+        """Current value of one parameter (a copy)."""
+        return self._state.parameters[name].data.copy()
+
+    def gradient(self, name: str) -> np.ndarray:
+        """Gradient of one trainable parameter from the last training step (a copy)."""
+        return self._state.parameters[name].grad.copy()
+
     def set_parameter(self, name: str, value: np.ndarray) -> None:
         if name not in self._state.parameters:
             raise TrainingError(f"{name!r} is not a parameter of this training session")

@@ -10,7 +10,6 @@ what the seed computes with the removed channels zeroed.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -74,7 +73,6 @@ def _random_value(node: onnx.NodeProto, index: int, value: np.ndarray,
     return None
 
 
-@functools.cache
 def _seed_bytes(name: str) -> bytes:
     """The light model, loaded (weights folded to initializers), randomised and cut."""
     loaded = load_model(light_model_path(name))
