@@ -14,10 +14,11 @@ from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
 from onnxmorph.io import check_output_path, save_json, save_model, sidecar
 from onnxmorph.methods.select import SelectionRules, check_budget
+from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels, verify_models
 
-METHODS = ("auto", "l1", "gates")
+METHODS = ("auto", "l1", "uniform", "gates")
 
 
 @dataclass
@@ -42,14 +43,19 @@ class PruneResult:
         return {"method": self.method, "target": self.target, "budget": self.budget,
                 **self.costs, **self.extra}
 
-    def save(self, path: str | os.PathLike) -> dict[str, Path]:
-        """Write the model and, next to it, `<stem>.structure.json` and `<stem>.report.json`."""
+    def save(self, path: str | os.PathLike) -> dict[str, Path | str]:
+        """Write the model and, next to it, `<stem>.structure.json`, `<stem>.report.json` and
+        the picture `<stem>.structure.png` (under "plot": its path, or a note why it was not
+        drawn)."""
         path = check_output_path(path)
         paths = {"model": path, "structure": sidecar(path, "structure.json"),
                  "report": sidecar(path, "report.json")}
-        save_json(self.structure, paths["structure"])
+        structure = self.structure
+        save_json(structure, paths["structure"])
         save_json(self.report(), paths["report"])
         save_model(self.model, path)
+        png, history = sidecar(path, "structure.png"), self.extra.get("learned", {}).get("history")
+        paths["plot"] = png if write_structure_plot(structure, png, history) else SKIP_NOTE
         return paths
 
 
@@ -69,8 +75,10 @@ def prune(
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
-    method "l1" ranks channels by weight magnitude and needs no data; "gates" learns the
-    structure on `data` (a loader file); "auto" picks "gates" when data is given.
+    method "l1" ranks channels by weight magnitude and needs no data; "uniform" shrinks every
+    layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
+    `data` (a loader file); "auto" picks "gates" when data is given. With data, "l1" and
+    "uniform" fine-tune the pruned model on it.
     """
     _check_arguments(method, target, budget, round_to, min_channels)
     if method == "auto":
@@ -80,14 +88,21 @@ def prune(
     analysis = analyze(model, input_shapes)
     rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
     extra: dict = {}
-    if method == "l1":
-        alive = _l1(analysis, target, budget, rules)
+    if method in ("l1", "uniform"):
+        if method == "l1":
+            alive = _l1(analysis, target, budget, rules)
+        else:
+            from onnxmorph.methods.uniform import width_for_budget
+
+            width, alive = width_for_budget(analysis, target, budget, rules)
+            extra["width"] = width
         sliced = slice_channels(analysis, alive).model
         if data is not None:  # the L1 baseline with fine-tuning, as in the literature
             from onnxmorph.methods.gated import finetune_on_data
 
-            sliced, extra = finetune_on_data(analysis.loaded.model, sliced, data,
+            sliced, tuned = finetune_on_data(analysis.loaded.model, sliced, data,
                                              **(training or {}))
+            extra.update(tuned)
     else:
         from onnxmorph.methods.gated import learn_structure
 
@@ -96,7 +111,7 @@ def prune(
         )
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
-    if verify and method == "l1":
+    if verify and method != "gates":
         result.extra["verify"] = verify_models(analysis, sliced).to_dict()
     return result
 

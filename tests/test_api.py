@@ -67,9 +67,11 @@ def test_save_writes_model_structure_and_report(path, tmp_path):
     paths = result.save(tmp_path / "out.onnx")
     assert paths == {"model": tmp_path / "out.onnx",
                      "structure": tmp_path / "out.structure.json",
-                     "report": tmp_path / "out.report.json"}
+                     "report": tmp_path / "out.report.json",
+                     "plot": tmp_path / "out.structure.png"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "out.onnx", "out.report.json", "out.structure.json"]  # no temporary files left
+        "out.onnx", "out.report.json", "out.structure.json",
+        "out.structure.png"]  # no temporary files left
 
     saved = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(saved, full_check=True)

@@ -15,8 +15,10 @@ from onnxmorph.cli.table import format_count
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Pruned model path (default: MODEL's name + .pruned.onnx, next to it).")
-@click.option("--method", type=click.Choice(["auto", "l1", "gates"]), default="auto",
-              show_default=True, help="l1: weight magnitude, no data; gates: learned on --data.")
+@click.option("--method", type=click.Choice(["auto", "l1", "uniform", "gates"]),
+              default="auto", show_default=True,
+              help="l1: weight magnitude; uniform: same width multiplier everywhere; gates: "
+                   "learned on --data (auto: gates with --data, else l1).")
 @click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
               show_default=True, help="The cost the budget applies to (flops = MACs).")
 @click.option("--budget", type=float, default=0.5, show_default=True,
@@ -87,5 +89,5 @@ def _print_summary(report: dict, paths: dict) -> None:
         verdict = "passed" if report["verify"]["passed"] else "FAILED"
         click.echo(f"verify: {verdict} (relative difference "
                    f"{report['verify']['relative_diff']:.2e})")
-    for kind, path in paths.items():
-        click.echo(f"wrote {kind}: {path}")
+    for kind, path in paths.items():  # a str instead of a path: why it was not written
+        click.echo(f"wrote {kind}: {path}" if isinstance(path, Path) else f"{kind}: {path}")

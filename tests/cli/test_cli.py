@@ -114,9 +114,10 @@ def test_prune_json_then_verify(seed, tmp_path):
     assert report["verify"]["passed"] is True
     assert report["files"] == {"model": str(out),
                                "structure": str(out.with_name("small.structure.json")),
-                               "report": str(out.with_name("small.report.json"))}
+                               "report": str(out.with_name("small.report.json")),
+                               "plot": str(out.with_name("small.structure.png"))}
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "small.onnx", "small.report.json", "small.structure.json"]
+        "small.onnx", "small.report.json", "small.structure.json", "small.structure.png"]
     assert seed.read_bytes() == before
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     assert round(onnxmorph.analyze(out).macs) == report["pruned"]["macs"]
@@ -153,7 +154,7 @@ def test_prune_default_output_is_next_to_the_input(seed):
     folder = seed.parent
     assert sorted(p.name for p in folder.iterdir()) == [
         "model.onnx", "model.pruned.onnx", "model.pruned.report.json",
-        "model.pruned.structure.json"]
+        "model.pruned.structure.json", "model.pruned.structure.png"]
     assert seed.read_bytes() == before
     assert invoke("verify", seed, folder / "model.pruned.onnx").exit_code == 0
 
