@@ -6,10 +6,11 @@ load → analyse (`graph`) → gate → learn (`training`) → slice → verify 
 
 from onnxmorph.api import PruneResult, prune
 from onnxmorph.errors import OnnxMorphError
+from onnxmorph.expand import ExpandResult, expand
 from onnxmorph.graph import Analysis, analyze, load_model
 from onnxmorph.rewrite import verify_models as verify
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "OnnxMorphError", "PruneResult", "analyze", "load_model", "prune",
-           "verify", "__version__"]
+__all__ = ["Analysis", "ExpandResult", "OnnxMorphError", "PruneResult", "analyze", "expand",
+           "load_model", "prune", "verify", "__version__"]

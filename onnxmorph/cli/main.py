@@ -35,13 +35,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     # Each command lives in its own module; heavy imports stay inside the commands.
-    from onnxmorph.cli import analyze_cmd, eval_cmd, finetune_cmd, prune_cmd, report_cmd, verify_cmd
+    from onnxmorph.cli import (
+        analyze_cmd,
+        eval_cmd,
+        expand_cmd,
+        finetune_cmd,
+        prune_cmd,
+        report_cmd,
+        verify_cmd,
+    )
 
     cli.add_command(analyze_cmd.analyze)
     cli.add_command(prune_cmd.prune)
     cli.add_command(verify_cmd.verify)
     cli.add_command(finetune_cmd.finetune)
     cli.add_command(eval_cmd.evaluate_command)
+    cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
 
 
