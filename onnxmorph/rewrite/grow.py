@@ -34,19 +34,19 @@ def grow_channels(analysis: Analysis, additions: dict[int, int], seed: int = 0) 
     layouts, shapes = analysis.channels.layouts, analysis.loaded.shapes
     unit_group = analysis.channels.unit_group
     skipped = _blocked_groups(analysis, additions)
+    tensors = [name for name, layout in layouts.items()
+               if name not in analysis.loaded.initializers and len(layout.axes) == 1]
     maps: dict[str, np.ndarray] = {}  # tensor → old channel index per new position (-1: new)
-    for name, layout in layouts.items():
-        if name in analysis.loaded.initializers or len(layout.axes) != 1:
-            continue
-        index_map, why = _grown_map(layout.ids, unit_group, additions, skipped)
-        if why:
-            skipped.update(why)
-    for name, layout in layouts.items():
-        if name in analysis.loaded.initializers or len(layout.axes) != 1:
-            continue
-        index_map, _ = _grown_map(layout.ids, unit_group, additions, skipped)
-        if index_map is not None:
-            maps[name] = index_map
+    while True:  # a group found ungrowable in one tensor changes the maps of the others
+        maps, newly_skipped = {}, {}
+        for name in tensors:
+            index_map, why = _grown_map(layouts[name].ids, unit_group, additions, skipped)
+            newly_skipped.update(why)
+            if index_map is not None:
+                maps[name] = index_map
+        if not newly_skipped:
+            break
+        skipped.update(newly_skipped)
     model = onnx.ModelProto()
     model.CopyFrom(analysis.loaded.model)
     values = analysis.loaded.initializers
