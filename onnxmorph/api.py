@@ -96,7 +96,8 @@ def prune(
 
             width, alive = width_for_budget(analysis, target, budget, rules)
             extra["width"] = width
-        sliced = slice_channels(analysis, alive).model
+        sliced_result = slice_channels(analysis, alive)
+        alive, sliced = sliced_result.alive, sliced_result.model
         if data is not None:  # the L1 baseline with fine-tuning, as in the literature
             from onnxmorph.methods.gated import finetune_on_data
 
@@ -130,5 +131,5 @@ def _check_arguments(method, target, budget, round_to, min_channels) -> None:
     if target not in TARGETS:
         raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
     check_budget(budget)
-    if round_to < 1 or min_channels < 1:
-        raise PruningError("--round-to and --min-channels must be at least 1")
+    if round_to < 1 or min_channels < 0:
+        raise PruningError("--round-to must be at least 1 and --min-channels at least 0")

@@ -203,7 +203,7 @@ def test_exclude_exact_name():
     ({"target": "latency"}, "unknown target 'latency'"),
     ({"method": "magic"}, "unknown method 'magic'"),
     ({"round_to": 0}, "at least 1"),
-    ({"min_channels": 0}, "at least 1"),
+    ({"min_channels": -1}, "at least 0"),
     ({"method": "gates"}, "--data"),
 ])
 def test_bad_requests_raise_pruning_error(options, message):

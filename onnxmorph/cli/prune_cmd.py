@@ -36,7 +36,8 @@ from onnxmorph.cli.table import format_count
 @click.option("--round-to", type=int, default=1, show_default=True,
               help="Keep channel counts multiples of N where the seed's were.")
 @click.option("--min-channels", type=int, default=1, show_default=True,
-              help="Never shrink a group below this many channels.")
+              help="Never shrink a group below this many channels (0 lets a group vanish: "
+                   "its residual branch is removed where that is exact).")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Leave layers matching this name or glob untouched (repeatable).")
 @click.option("--verify", is_flag=True, help="Check the result against the seed numerically.")

@@ -71,7 +71,8 @@ def learn_structure(
     trained = analyze(LoadedModel(model=log.pop("model"), shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
                                   source=analysis.loaded.source))
-    sliced = slice_channels(trained, alive).model
+    sliced_result = slice_channels(trained, alive, probs)
+    alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
     extra["accuracy_after_slice"] = evaluate(sliced, source).accuracy
     final = finetune(sliced, source, options, loss, teacher, options.finetune_steps)
@@ -161,10 +162,10 @@ def _final_structure(analysis: Analysis, probs: np.ndarray, groups, target: str,
     alive = np.ones(analysis.channels.num_units, dtype=bool)
     for group in groups:
         open_units = probs[group.units] > options.alive_threshold
-        floor = max(rules.min_channels, 1)
+        floor = rules.min_channels  # 0 lets a group vanish (its branch goes where exact)
         if rules.round_to > 1 and group.channels % rules.round_to == 0:
             floor = -(-max(int(open_units.sum()), floor) // rules.round_to) * rules.round_to
-        if open_units.sum() < floor:  # a group never dies completely: keep its best units
+        if open_units.sum() < floor:  # keep the group's best units
             best = np.argsort(-probs[group.units], kind="stable")[:floor]
             open_units[best] = True
         alive[group.units] = open_units

@@ -73,7 +73,7 @@ def select_to_budget(
         ranked = group.units[np.argsort(scores[group.units], kind="stable")]
         orders[group.id] = [int(u) for u in ranked if alive[u]]
         step = _step(group, rules)
-        floors[group.id] = -(-max(rules.min_channels, 1) // step) * step
+        floors[group.id] = -(-max(rules.min_channels, 0) // step) * step
         _push(heap, group, orders, floors, scores, step)
     # The removal order depends on scores only, and cost falls with every removal, so the
     # shortest prefix of that order that meets the budget is found by bisection.

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.handlers.base import Layout
+from onnxmorph.rewrite.dead_branches import DeadBranch, plan_dead_branches, remove_unused_nodes
 from onnxmorph.rewrite.slice_ops import SliceContext, apply_rule
 
 # Metadata key under which the pruned model records what was removed, so `verify` can zero
@@ -26,10 +27,17 @@ class SliceResult:
     kept: dict[str, np.ndarray]  # tensor → indices of kept channels (flattened channel ids)
 
 
-def slice_channels(analysis: Analysis, alive: np.ndarray) -> SliceResult:
-    """A copy of the seed without the channels of dead units (`alive` is bool per unit)."""
+def slice_channels(
+    analysis: Analysis, alive: np.ndarray, scores: np.ndarray | None = None
+) -> SliceResult:
+    """A copy of the seed without the channels of dead units (`alive` is bool per unit).
+
+    A group with no channel left loses the branch that only feeds it where that is exact;
+    otherwise its best channel (highest `scores`) stays, and `SliceResult.alive` says so.
+    """
     alive = np.asarray(alive, dtype=bool)
     _check_alive(analysis, alive)
+    branches, alive = plan_dead_branches(analysis, alive, scores)
     loaded, layouts = analysis.loaded, analysis.channels.layouts
     keep = {name: alive[layout.ids] for name, layout in layouts.items()
             if name not in loaded.initializers and not alive[layout.ids].all()}
@@ -45,6 +53,7 @@ def slice_channels(analysis: Analysis, alive: np.ndarray) -> SliceResult:
             constants=loaded.initializers, set_constant=writer.set,
         ))
     writer.finish()
+    _replace_dead_branches(model.graph, branches, keep)
     del model.graph.value_info[:]  # stale shapes; inference writes new ones
     kept = {name: np.flatnonzero(mask.ravel()) for name, mask in keep.items()}
     _record_removed(model, keep)
@@ -61,9 +70,24 @@ def _check_alive(analysis: Analysis, alive: np.ndarray) -> None:
     if dead_pinned:
         reason = analysis.channels.pinned[dead_pinned[0]]
         raise PruningError(f"cannot remove a channel that must stay: it {reason}")
-    for group in analysis.groups:
-        if group.channels and not alive[group.units].any():
-            raise PruningError(f"every channel of group {group.id} would be removed; keep one")
+
+
+def _replace_dead_branches(graph: onnx.GraphProto, branches: list[DeadBranch],
+                           keep: dict[str, np.ndarray]) -> None:
+    if not branches:
+        return
+    for index, branch in enumerate(branches):
+        mask = keep.get(branch.branch_output)
+        constant = branch.constant
+        if mask is not None:  # the merged channels that survive, on the channel axis
+            axis = 1 if constant.ndim > 2 else constant.ndim - 1
+            constant = np.compress(mask.ravel(), constant, axis=axis)
+        name = f"{branch.branch_output}__dead_branch_{index}"
+        graph.initializer.append(numpy_helper.from_array(constant.astype(np.float32), name))
+        for node in graph.node:
+            if node.output[0] == branch.merge.output[0]:
+                node.input[list(node.input).index(branch.branch_output)] = name
+    remove_unused_nodes(graph)
 
 
 def _new_shape(shape: tuple[int, ...], layout: Layout, mask: np.ndarray) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ import pytest
 
 from onnxmorph.errors import PruningError
 from onnxmorph.graph import analyze
-from onnxmorph.rewrite import slice_channels
+from onnxmorph.rewrite import slice_channels, verify_models
 from tests.onnx_builders import group_of, ids_of
 from tests.rewrite._support import (
     HeBuilder,
@@ -408,13 +408,17 @@ def test_all_alive_is_the_seed():
 
 @pytest.mark.parametrize("pattern", ["conv_bn_chain", "residual_chain", "se_block",
                                      "grouped_conv", "channel_shuffle", "split_sizes"])
-def test_removing_a_whole_group_is_refused(pattern):
+def test_removing_a_whole_group_removes_its_branch_or_keeps_one_channel(pattern):
     analysis = analyze(PATTERNS[pattern]())
     for group in analysis.channels.prunable_groups():
         alive = np.ones(analysis.channels.num_units, dtype=bool)
         alive[group.units] = False
-        with pytest.raises(PruningError, match=f"every channel of group {group.id}"):
-            slice_channels(analysis, alive)
+        result = slice_channels(analysis, alive)
+        kept = int(result.alive[group.units].sum())
+        assert kept in (0, 1)
+        assert (result.alive | ~alive).all()  # nothing else came back
+        onnx.checker.check_model(result.model, full_check=True)
+        assert verify_models(analysis, result.model).passed
 
 
 @pytest.mark.parametrize("pattern", ["conv_bn_chain", "flatten_gemm", "split_sizes"])
