@@ -55,6 +55,15 @@ class ChannelAnalysis:
         return alive_units[self.layouts[tensor].ids]
 
 
+def mask_shape(layout: Layout, rank: int) -> tuple[int, ...]:
+    """Shape that broadcasts a mask over the layout's channel axes (trailing alignment)."""
+    start = min(layout.axes)
+    dims = [1] * (rank - start)
+    for position, axis in enumerate(layout.axes):
+        dims[axis - start] = layout.ids.shape[position]
+    return tuple(dims)
+
+
 def find_channel_groups(loaded: LoadedModel) -> ChannelAnalysis:
     return _Driver(loaded).run()
 

@@ -6,16 +6,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxmorph.graph.channels import mask_shape
 from onnxmorph.graph.handlers.base import Layout
-
-
-def mask_shape(layout: Layout, rank: int) -> tuple[int, ...]:
-    """Shape that broadcasts a mask over the layout's channel axes (trailing alignment)."""
-    start = min(layout.axes)
-    dims = [1] * (rank - start)
-    for position, axis in enumerate(layout.axes):
-        dims[axis - start] = layout.ids.shape[position]
-    return tuple(dims)
 
 
 def zero_removed_channels(

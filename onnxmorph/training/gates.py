@@ -16,9 +16,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxmorph.graph.analysis import Analysis
-from onnxmorph.graph.channels import ChannelGroup
+from onnxmorph.graph.channels import ChannelGroup, mask_shape
 from onnxmorph.graph.cost import CostExpr
-from onnxmorph.rewrite.zero_channels import mask_shape
 
 PREFIX = "onnxmorph_gate"
 NOISE_INPUT = f"{PREFIX}_noise"
