@@ -48,7 +48,7 @@ def fold_constants(
     graph.node.extend(kept_nodes)
     for name in new_inits:
         _add_initializer(graph, name, np.asarray(known[name]))
-    _remove_unused_initializers(graph)
+    remove_unused_initializers(graph)
     return set(new_inits)
 
 
@@ -105,7 +105,8 @@ def _fold_shape(node, static_shapes) -> list[np.ndarray] | None:
     return [np.array(shape[start:end], dtype=np.int64)]
 
 
-def _remove_unused_initializers(graph: onnx.GraphProto) -> None:
+def remove_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Drop initializers no node, subgraph or graph output reads."""
     used = {name for node in graph.node for name in node.input}
     used |= {o.name for o in graph.output}
     used |= _subgraph_inputs(graph)

@@ -17,6 +17,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.fold_constants import remove_unused_initializers
 from onnxmorph.graph.handlers.elementwise import UNARY_OPS
 
 _LAYERS = ("Conv", "Gemm", "MatMul")
@@ -148,7 +149,4 @@ def remove_unused_nodes(graph: onnx.GraphProto) -> None:
             break
         for index in reversed(dead):
             del graph.node[index]
-    used = {n for node in graph.node for n in node.input}
-    for index in reversed(range(len(graph.initializer))):
-        if graph.initializer[index].name not in used:
-            del graph.initializer[index]
+    remove_unused_initializers(graph)

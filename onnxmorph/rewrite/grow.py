@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.fold_constants import remove_unused_initializers
 from onnxmorph.graph.param_axes import constant_channel_axis
 
 _BLOCKING_OPS = ("Split", "Slice", "Gather")
@@ -207,7 +208,4 @@ class _Writer:
         for name, value in self.new.items():
             self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value),
                                                                   name))
-        used = {n for node in self.graph.node for n in node.input}
-        for index in reversed(range(len(self.graph.initializer))):
-            if self.graph.initializer[index].name not in used:
-                del self.graph.initializer[index]
+        remove_unused_initializers(self.graph)

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.fold_constants import remove_unused_initializers
 from onnxmorph.graph.handlers.base import Layout
 from onnxmorph.rewrite.dead_branches import DeadBranch, plan_dead_branches, remove_unused_nodes
 from onnxmorph.rewrite.slice_ops import SliceContext, apply_rule
@@ -138,10 +139,7 @@ class _ConstantWriter:
                 tensor.CopyFrom(numpy_helper.from_array(self.replaced[tensor.name], tensor.name))
         for name, value in self.added.items():
             self.graph.initializer.append(numpy_helper.from_array(value, name))
-        used = {n for node in self.graph.node for n in node.input}
-        for index in reversed(range(len(self.graph.initializer))):
-            if self.graph.initializer[index].name not in used:
-                del self.graph.initializer[index]
+        remove_unused_initializers(self.graph)
 
 
 def _record_removed(model: onnx.ModelProto, keep: dict[str, np.ndarray]) -> None:
