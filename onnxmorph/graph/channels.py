@@ -15,6 +15,7 @@ import onnx
 
 from onnxmorph.graph.handlers import Coupling, Fresh, Layout, NodeContext, handler_for
 from onnxmorph.graph.load import LoadedModel
+from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.graph.union_find import UnionFind
 
 
@@ -75,8 +76,7 @@ class _Driver:
         self.groups = UnionFind()  # over the same ids: merged when units or layers merge
         self.layouts: dict[str, Layout] = {}
         self.pins: list[tuple[np.ndarray, str]] = []
-        self._opset = next((e.version for e in loaded.model.opset_import
-                            if e.domain in ("", "ai.onnx")), 13)
+        self._opset = default_opset(loaded.model, 13)
 
     def run(self) -> ChannelAnalysis:
         graph = self.loaded.model.graph

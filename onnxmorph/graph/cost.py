@@ -17,6 +17,7 @@ import onnx
 
 from onnxmorph.graph.channels import ChannelAnalysis
 from onnxmorph.graph.load import LoadedModel
+from onnxmorph.graph.onnx_utils import get_attribute
 from onnxmorph.graph.param_axes import constant_channel_axis
 
 TARGETS = ("flops", "params")
@@ -207,10 +208,7 @@ def _gemm(builder: _Builder, node: onnx.NodeProto) -> bool:
 
 
 def _group(node: onnx.NodeProto) -> int:
-    for attr in node.attribute:
-        if attr.name == "group":
-            return int(attr.i)
-    return 1
+    return int(get_attribute(node, "group", 1))
 
 
 _RULES = {"Conv": _conv, "ConvTranspose": _conv, "Gemm": _gemm, "MatMul": _gemm}

@@ -14,6 +14,8 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from onnxmorph.graph.onnx_utils import get_attribute, is_default_domain, opset_versions
+
 # Ops whose result is not a function of their inputs: never fold them.
 _NONDETERMINISTIC = {
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
@@ -26,7 +28,7 @@ def fold_constants(
 ) -> set[str]:
     """Fold constant nodes of `model` in place; return the names of the new initializers."""
     graph = model.graph
-    opset = {e.domain or "": e.version for e in model.opset_import}
+    opset = opset_versions(model)
     known: dict[str, np.ndarray] = {
         init.name: numpy_helper.to_array(init) for init in graph.initializer
     }
@@ -62,7 +64,7 @@ def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> No
 
 
 def _evaluate(node, known, opset, static_shapes) -> list[np.ndarray] | None:
-    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
+    if not is_default_domain(node) or node.op_type in _NONDETERMINISTIC:
         return None
     if node.op_type == "Shape":
         return _fold_shape(node, static_shapes)
@@ -85,10 +87,8 @@ def _evaluate(node, known, opset, static_shapes) -> list[np.ndarray] | None:
 
 
 def _constant_of_shape(node: onnx.NodeProto, shape: np.ndarray) -> np.ndarray:
-    fill = np.zeros(1, dtype=np.float32)
-    for attr in node.attribute:
-        if attr.name == "value":
-            fill = numpy_helper.to_array(attr.t).reshape(-1)
+    value = get_attribute(node, "value")
+    fill = np.zeros(1, np.float32) if value is None else numpy_helper.to_array(value).reshape(-1)
     return np.full(tuple(int(d) for d in shape), fill[0], dtype=fill.dtype)
 
 
@@ -96,12 +96,7 @@ def _fold_shape(node, static_shapes) -> list[np.ndarray] | None:
     shape = static_shapes.get(node.input[0])
     if shape is None:
         return None
-    start = end = None
-    for attr in node.attribute:
-        if attr.name == "start":
-            start = attr.i
-        elif attr.name == "end":
-            end = attr.i
+    start, end = get_attribute(node, "start"), get_attribute(node, "end")
     return [np.array(shape[start:end], dtype=np.int64)]
 
 

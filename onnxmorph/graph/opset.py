@@ -6,6 +6,7 @@ import onnx
 from onnx import version_converter
 
 from onnxmorph.errors import UnsupportedModelError
+from onnxmorph.graph.onnx_utils import default_opset
 
 MIN_OPSET = 11
 MAX_OPSET = 21
@@ -16,16 +17,16 @@ CONVERT_TO = 13
 MAX_IR_VERSION = 10
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    raise UnsupportedModelError("the model imports no default ONNX opset; re-export it")
+def required_default_opset(model: onnx.ModelProto) -> int:
+    version = default_opset(model)
+    if version is None:
+        raise UnsupportedModelError("the model imports no default ONNX opset; re-export it")
+    return version
 
 
 def normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return `model` with opset 11–21 and an IR version onnxruntime loads."""
-    version = default_opset(model)
+    version = required_default_opset(model)
     if version > MAX_OPSET:
         raise UnsupportedModelError(
             f"opset {version} is newer than the supported {MIN_OPSET}–{MAX_OPSET}; "

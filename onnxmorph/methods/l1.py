@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.onnx_utils import get_attribute
 
 
 def l1_unit_scores(analysis: Analysis) -> np.ndarray:
@@ -27,11 +28,11 @@ def _output_channel_l1(node, weight: np.ndarray) -> np.ndarray | None:
     if node.op_type == "Conv":
         return magnitude.reshape(weight.shape[0], -1).sum(axis=1)
     if node.op_type == "ConvTranspose":  # [Cin, Cout/group, k...]: group g owns a row block
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        groups = int(get_attribute(node, "group", 1))
         blocks = magnitude.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1)
         return blocks.sum(axis=(1, 3)).reshape(-1)
     if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        trans_b = int(get_attribute(node, "transB", 0))
         return magnitude.sum(axis=1) if trans_b else magnitude.sum(axis=0)
     if node.op_type == "MatMul" and weight.ndim == 2:
         return magnitude.sum(axis=0)

@@ -19,6 +19,7 @@ from onnx.reference import ReferenceEvaluator
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.fold_constants import remove_unused_initializers
 from onnxmorph.graph.handlers.elementwise import UNARY_OPS
+from onnxmorph.graph.onnx_utils import default_opset, get_attribute
 
 _LAYERS = ("Conv", "Gemm", "MatMul")
 _PER_CHANNEL = ("BatchNormalization", *UNARY_OPS)
@@ -115,7 +116,7 @@ def _layer_bias(layer, analysis) -> np.ndarray | None:
     else:
         bias = np.broadcast_to(values[bias_name], (channels,)).astype(np.float32)
         if layer.op_type == "Gemm":
-            beta = next((a.f for a in layer.attribute if a.name == "beta"), 1.0)
+            beta = float(get_attribute(layer, "beta", 1.0))
             bias = bias * beta
     if layer.op_type == "Conv":
         return bias.reshape(1, channels, *[1] * (len(shape) - 2))
@@ -133,8 +134,8 @@ def _evaluate(start_name, start, chain, end, analysis) -> np.ndarray:
         [helper.make_tensor_value_info(end, onnx.TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(values[n], n) for n in needed],
     )
-    opset = {e.domain or "": e.version for e in analysis.loaded.model.opset_import}
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset.get("", 13))])
+    opset = default_opset(analysis.loaded.model, 13)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     return np.asarray(ReferenceEvaluator(model).run(None, {start_name: start})[0])
 
 

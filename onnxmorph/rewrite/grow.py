@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.fold_constants import remove_unused_initializers
+from onnxmorph.graph.onnx_utils import get_attribute, set_attribute
 from onnxmorph.graph.param_axes import constant_channel_axis
 
 _BLOCKING_OPS = ("Split", "Slice", "Gather")
@@ -84,7 +85,7 @@ def _blocked_groups(analysis: Analysis, additions: dict[int, int]) -> dict[int, 
 
 
 def _grouped_not_depthwise(node: onnx.NodeProto, analysis: Analysis) -> bool:
-    groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+    groups = int(get_attribute(node, "group", 1))
     weight = analysis.loaded.initializers.get(node.input[1])
     if groups == 1 or weight is None:
         return False
@@ -188,10 +189,7 @@ def _grow_weight(node, weight, in_map, out_map, writer, rng) -> None:
     if in_map is not None and not depthwise:
         grown = _take(grown, in_map, in_axis, 0.0)  # new inputs start unused: same function
     if depthwise and in_map is not None:
-        groups = node.attribute
-        for attr in groups:
-            if attr.name == "group":
-                attr.i = int(in_map.size)
+        set_attribute(node, "group", int(in_map.size))
     writer.set(node, 1, grown)
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxmorph.graph.handlers.base import Layout
+from onnxmorph.graph.onnx_utils import get_attribute, remove_attribute, set_attribute
 from onnxmorph.graph.param_axes import constant_channel_axis
 
 
@@ -33,17 +33,10 @@ class SliceContext:
         return self.constants.get(self.node.input[index])
 
     def set_attr(self, name: str, value) -> None:
-        for index, attr in enumerate(self.node.attribute):
-            if attr.name == name:
-                del self.node.attribute[index]
-                break
-        self.node.attribute.append(helper.make_attribute(name, value))
+        set_attribute(self.node, name, value)
 
     def attr(self, name: str, default=None):
-        for attr in self.node.attribute:
-            if attr.name == name:
-                return helper.get_attribute_value(attr)
-        return default
+        return get_attribute(self.node, name, default)
 
 
 SliceRule = Callable[[SliceContext], None]
@@ -156,10 +149,7 @@ def split(ctx: SliceContext) -> None:
         ctx.set_constant(ctx.node, 1, sizes)
     else:
         # Equal parts may no longer be equal: name the sizes explicitly (opset >= 13 input).
-        for index, attr in enumerate(ctx.node.attribute):
-            if attr.name == "num_outputs":
-                del ctx.node.attribute[index]
-                break
+        remove_attribute(ctx.node, "num_outputs")
         ctx.set_constant(ctx.node, 1, sizes)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 
 from onnxmorph.errors import TrainingError
+from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.training.differentiable_ops import make_differentiable, non_differentiable_nodes
 from onnxmorph.training.loss_graph import (
     LAM_INPUT,
@@ -61,8 +62,6 @@ class ArtifactPaths:
         return cls(**raw)
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
-    return next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
 
 
 def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -140,7 +139,7 @@ def build_training_artifacts(
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = LossSpec(loss, output_name, cost_output, _default_opset(prepared))
+    spec = LossSpec(loss, output_name, cost_output, default_opset(prepared))
     additional = _generate(prepared, workdir, spec, trainable, frozen, optimizer, weight_decay)
 
     paths = ArtifactPaths(

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxmorph.graph.onnx_utils import default_opset, get_attribute
+
 CONST_PREFIX = "onnxmorph_diff"
 
 # Ops measured to have no gradient on CPU (see ORT_TRAINING_NOTES.md and our own probes).
@@ -70,17 +72,12 @@ class _Emitter:
         return self.op("Neg", [self.op("Relu", [self.op("Neg", [x])])])
 
 
-def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _hard_sigmoid(e: _Emitter) -> None:
     n = e.node
-    scaled = e.op("Mul", [n.input[0], e.const(_attr(n, "alpha", 0.2), "alpha")])
-    shifted = e.op("Add", [scaled, e.const(_attr(n, "beta", 0.5), "beta")])
+    scaled = e.op("Mul", [n.input[0], e.const(get_attribute(n, "alpha", 0.2), "alpha")])
+    shifted = e.op("Add", [scaled, e.const(get_attribute(n, "beta", 0.5), "beta")])
     e.clip(shifted, 0.0, 1.0, n.output[0])
 
 
@@ -114,12 +111,12 @@ def _elu_core(e: _Emitter, alpha: float, out: str | None) -> str:
 
 
 def _elu(e: _Emitter) -> None:
-    _elu_core(e, _attr(e.node, "alpha", 1.0), e.node.output[0])
+    _elu_core(e, get_attribute(e.node, "alpha", 1.0), e.node.output[0])
 
 
 def _selu(e: _Emitter) -> None:
-    alpha = _attr(e.node, "alpha", 1.67326319217681884765625)
-    gamma = _attr(e.node, "gamma", 1.05070102214813232421875)
+    alpha = get_attribute(e.node, "alpha", 1.67326319217681884765625)
+    gamma = get_attribute(e.node, "gamma", 1.05070102214813232421875)
     e.op("Mul", [_elu_core(e, alpha, None), e.const(gamma, "gamma")], e.node.output[0])
 
 
@@ -155,11 +152,6 @@ def _spatial_dims(model: onnx.ModelProto) -> dict[str, list[int] | None]:
     return dims
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    return 0
 
 
 def make_differentiable(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -171,7 +163,7 @@ def make_differentiable(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    opset = _default_opset(out)
+    opset = default_opset(out, 0)
     taken = {i.name for i in graph.initializer} | {n.name for n in graph.node}
     taken |= {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
     spatial = None

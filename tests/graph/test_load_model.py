@@ -16,7 +16,7 @@ from onnxmorph.errors import (
     UnsupportedModelError,
 )
 from onnxmorph.graph import analyze, load_model, parse_input_shapes
-from onnxmorph.graph.opset import default_opset
+from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.graph.shapes import resolve_input_shapes
 from tests.onnx_builders import GraphBuilder, conv_chain_model, group_of, light_model_path
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
+
+from onnxmorph.graph.onnx_utils import get_attribute, is_default_domain
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,7 @@ class NodeContext:
         return self.node.name or self.node.output[0]
 
     def attr(self, name: str, default=None):
-        for attribute in self.node.attribute:
-            if attribute.name == name:
-                return helper.get_attribute_value(attribute)
-        return default
+        return get_attribute(self.node, name, default)
 
     def const(self, index: int) -> np.ndarray | None:
         return self.constants[index] if index < len(self.constants) else None
@@ -118,7 +116,7 @@ def register(*op_types: str) -> Callable[[Handler], Handler]:
 
 
 def handler_for(node: onnx.NodeProto) -> Handler | None:
-    if node.domain not in ("", "ai.onnx"):
+    if not is_default_domain(node):
         return None
     return _REGISTRY.get(node.op_type)
 
