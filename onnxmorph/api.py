@@ -72,6 +72,7 @@ def prune(
     exclude: tuple[str, ...] | list[str] = (),
     verify: bool = False,
     training: dict | None = None,
+    allow_uncounted: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -85,7 +86,7 @@ def prune(
         method = "gates" if data is not None else "l1"
     if method == "gates" and data is None:
         raise PruningError("--method gates learns from data: pass --data loader.py")
-    analysis = analyze(model, input_shapes)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
     extra: dict = {}
     if method in ("l1", "uniform"):
@@ -110,6 +111,8 @@ def prune(
         alive, sliced, extra = learn_structure(
             analysis, data=data, target=target, budget=budget, rules=rules, **(training or {})
         )
+    if analysis.uncounted:  # allowed, so the report says which MACs it leaves out
+        extra["uncounted"] = [u.to_dict() for u in analysis.uncounted]
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
     if verify and method != "gates":

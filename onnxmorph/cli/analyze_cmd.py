@@ -6,7 +6,7 @@ import json
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option
+from onnxmorph.cli.options import allow_uncounted_option, input_shape_option, json_option
 from onnxmorph.cli.table import format_count, render_table
 
 
@@ -15,12 +15,15 @@ from onnxmorph.cli.table import format_count, render_table
 @input_shape_option
 @json_option
 @click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
-def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool) -> None:
+@allow_uncounted_option
+def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool,
+            allow_uncounted: bool) -> None:
     """Show MACs, parameters and the channel groups of MODEL."""
     from onnxmorph.graph import analyze as run_analysis
     from onnxmorph.graph import parse_input_shapes
 
-    result = run_analysis(model, parse_input_shapes(input_shapes))
+    result = run_analysis(model, parse_input_shapes(input_shapes),
+                          allow_uncounted=allow_uncounted)
     summary = result.to_dict()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -32,6 +35,8 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups
     click.echo(f"inputs:  {shapes}")
     click.echo(f"MACs:    {format_count(summary['macs'])}")
     click.echo(f"params:  {format_count(summary['params'])}")
+    for node in summary["uncounted"]:
+        click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     click.echo(f"groups:  {len(groups)} ({len(prunable)} prunable, "
                f"{sum(g['channels'] for g in prunable)} prunable channels)")
     shown = groups if all_groups else prunable

@@ -12,6 +12,11 @@ input_shape_option = click.option(
     help="Static shape for a model input with dynamic dimensions (repeatable).",
 )
 
+allow_uncounted_option = click.option(
+    "--allow-uncounted", is_flag=True,
+    help="Go on when some node's MACs cannot be counted (custom op, unknown shape); "
+         "the report lists those nodes.")
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 

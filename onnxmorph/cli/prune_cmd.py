@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option, training_options
+from onnxmorph.cli.options import (
+    allow_uncounted_option,
+    input_shape_option,
+    json_option,
+    training_options,
+)
 from onnxmorph.cli.table import format_count
 
 
@@ -42,13 +47,14 @@ from onnxmorph.cli.table import format_count
               help="Leave layers matching this name or glob untouched (repeatable).")
 @click.option("--verify", is_flag=True, help="Check the result against the seed numerically.")
 @input_shape_option
+@allow_uncounted_option
 @json_option
 def prune(model: str, output: str | None, method: str, target: str, budget: float,
           data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
           exclude: tuple[str, ...], verify: bool, input_shapes: tuple[str, ...],
-          as_json: bool) -> None:
+          allow_uncounted: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -61,6 +67,7 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
         model, method=method, target=target, budget=budget, data=data,
         input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
         min_channels=min_channels, exclude=exclude, verify=verify,
+        allow_uncounted=allow_uncounted,
         training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
                       optimizer=optimizer, loss=loss, strength=strength,
                       alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
@@ -83,6 +90,8 @@ def _print_summary(report: dict, paths: dict) -> None:
     for key, label in (("macs", "MACs"), ("params", "params")):
         click.echo(f"{label:7s} {format_count(seed[key]):>9s} → {format_count(pruned[key]):>9s}"
                    f"  ({ratio[key]:.1%})")
+    for node in report.get("uncounted", []):
+        click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     for key in ("accuracy_before", "accuracy_after"):
         if key in report:
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")

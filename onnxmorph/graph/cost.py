@@ -18,6 +18,7 @@ import onnx
 from onnxmorph.graph.channels import ChannelAnalysis
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.graph.onnx_utils import get_attribute
+from onnxmorph.graph.op_costs import Uncounted, count_other_op
 from onnxmorph.graph.param_axes import constant_channel_axis
 
 TARGETS = ("flops", "params")
@@ -71,6 +72,7 @@ class CostExpr:
 class CostModel:
     macs: CostExpr
     params: CostExpr
+    uncounted: list[Uncounted] = field(default_factory=list)  # nodes whose MACs are unknown
 
     def expr(self, target: str) -> CostExpr:
         if target == "flops":
@@ -94,6 +96,7 @@ class _Builder:
         self.offsets: list[float] = []
         self.terms = {"macs": [], "params": []}
         self.counted: set[str] = set()  # constants whose parameters are already counted
+        self.uncounted: list[Uncounted] = []
 
     def form(self, tensor: str, axis_size: int) -> int:
         """Index of the linear form 'alive channels of `tensor`' (a constant if unknown)."""
@@ -127,8 +130,11 @@ class _Builder:
             rule = _RULES.get(node.op_type)
             if rule is not None and rule(self, node):
                 counted.add(node.input[1])  # the weight; a bias is per-channel
+            else:
+                count_other_op(self, node)
             self._per_channel_params(node, counted)
-        return CostModel(macs=self._expr("macs"), params=self._expr("params"))
+        return CostModel(macs=self._expr("macs"), params=self._expr("params"),
+                         uncounted=self.uncounted)
 
     def _per_channel_params(self, node: onnx.NodeProto, counted: set[str]) -> None:
         """Constants other than conv/linear weights: per-channel ones shrink with the output."""
