@@ -97,7 +97,7 @@ def export_paddle(out: Path) -> list[str]:
     import paddle
 
     lines = []
-    for size, name in ((32, "paddle_small_cnn"),):
+    for name in ("paddle_small_cnn",):
         model = _paddle_cnn()
         model.eval()
         spec = [paddle.static.InputSpec(shape=[-1, 3, -1, -1], dtype="float32", name="x")]
@@ -106,7 +106,7 @@ def export_paddle(out: Path) -> list[str]:
             paddle.onnx.export(model, str(prefix), input_spec=spec, opset_version=13)
             _restamp(prefix.with_suffix(".onnx"))
             lines.append(f"{name}.onnx: PaddlePaddle small CNN via paddle2onnx, input "
-                         f"-1x3x-1x-1 (unknown dims written as -1), opset 13, seed 0")
+                         f"Nx3xHxW (dynamic dims as dim_param), opset 13, seed 0")
         except Exception as exc:
             lines.append(f"{name}.onnx: NOT EXPORTED ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:120]})")

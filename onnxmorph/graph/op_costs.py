@@ -12,8 +12,8 @@ the user allows it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import onnx
 
@@ -146,7 +146,8 @@ def _pad(dims, length: int) -> list[int]:
 
 
 _MAC_RULES: dict[str, Rule] = {
-    "MatMul": _matmul, "MatMulInteger": _matmul, "QLinearMatMul": _matmul, "Gemm": _gemm, "Einsum": _einsum,
+    "MatMul": _matmul, "MatMulInteger": _matmul, "QLinearMatMul": _matmul, "Gemm": _gemm,
+    "Einsum": _einsum,
     "Conv": _conv_at(1), "ConvTranspose": _conv_at(1), "ConvInteger": _conv_at(1),
     "QLinearConv": _conv_at(3),
 }

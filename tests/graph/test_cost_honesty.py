@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import onnx
 import pytest
@@ -109,8 +110,8 @@ def test_einsum_with_broadcast_ellipsis_and_implicit_output():
     nodes = [helper.make_node("Einsum", ["a", "w"], ["y"], name="e", equation="...ij,jk"),
              helper.make_node("Relu", ["y"], ["z"])]
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 1, 5, 6])
-    model = _model(nodes, [a], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 1, 5, 7])],
-                   [_init("w", [6, 7])])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 1, 5, 7])
+    model = _model(nodes, [a], [z], [_init("w", [6, 7])])
     reference = np.einsum("...ij,jk", np.ones((2, 1, 5, 6)), np.ones((6, 7)))
     # every output element sums 6 products
     assert analyze(model).macs == reference.size * 6 == 2 * 5 * 7 * 6
