@@ -9,6 +9,7 @@ the pipe. If the worker dies, the caller gets a one-line error instead of dying 
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,7 +32,9 @@ class ShapeInferenceWorker:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         if "fork" in multiprocessing.get_all_start_methods():
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            # faulthandler off in the worker: its crash is reported in one line, not a dump
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=faulthandler.disable)
 
     def __enter__(self) -> ShapeInferenceWorker:
         return self
