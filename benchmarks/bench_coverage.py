@@ -30,6 +30,7 @@ from tests.onnx_builders import LIGHT_MODELS_DIR, conv_chain_model  # noqa: E402
 EXPORTS = Path("/work/exports")
 RAPIDOCR = Path("/work/pkgmodels/rapidocr/rapidocr_onnxruntime/models")
 RAPIDOCR_SHAPES = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 320), "cls": (1, 3, 48, 192)}
+EXPORT_SHAPES = {"paddle_small_cnn.onnx": {"x": (1, 3, 32, 32)}}  # Paddle leaves H, W open
 TIMEOUT_S = 300
 
 
@@ -45,7 +46,8 @@ def models() -> list[tuple[str, object, dict | None]]:
     found += [(f"tests/data/{p.name}", str(p), None) for p in sorted(real.DATA.glob("*.onnx"))]
     found += [(f"light/{p.name}", str(p), None)
               for p in sorted(Path(LIGHT_MODELS_DIR).glob("light_*.onnx"))]
-    found += [(f"exports/{p.name}", str(p), None) for p in sorted(EXPORTS.glob("*.onnx"))]
+    found += [(f"exports/{p.name}", str(p), EXPORT_SHAPES.get(p.name))
+              for p in sorted(EXPORTS.glob("*.onnx"))]
     for path in sorted(RAPIDOCR.glob("*.onnx")):
         kind = next(k for k in RAPIDOCR_SHAPES if f"_{k}_" in path.name)
         found.append((f"rapidocr/{path.name}", str(path), {"x": RAPIDOCR_SHAPES[kind]}))
