@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 
 from onnxmorph.graph.channels import ChannelAnalysis
-from onnxmorph.graph.load import LoadedModel
 from onnxmorph.graph.layers import constant_channel_axis, layer_kind
+from onnxmorph.graph.load import LoadedModel
 from onnxmorph.graph.quantized import QuantizedConstant, constant_values, quantized_constants
 
 TARGETS = ("flops", "params")

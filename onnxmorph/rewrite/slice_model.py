@@ -57,7 +57,7 @@ def slice_channels(
             constants=constants, set_constant=writer.set, select_constant=writer.select,
         ))
     writer.finish()
-    _replace_dead_branches(model.graph, branches, keep)
+    _replace_dead_branches(model.graph, branches, keep, layouts, loaded.shapes)
     del model.graph.value_info[:]  # stale shapes; inference writes new ones
     kept = {name: np.flatnonzero(mask.ravel()) for name, mask in keep.items()}
     _record_removed(model, keep)
@@ -77,14 +77,16 @@ def _check_alive(analysis: Analysis, alive: np.ndarray) -> None:
 
 
 def _replace_dead_branches(graph: onnx.GraphProto, branches: list[DeadBranch],
-                           keep: dict[str, np.ndarray]) -> None:
+                           keep: dict[str, np.ndarray], layouts: dict[str, Layout],
+                           shapes: dict[str, tuple[int, ...]]) -> None:
     if not branches:
         return
     for index, branch in enumerate(branches):
         mask = keep.get(branch.branch_output)
         constant = branch.constant
         if mask is not None:  # the merged channels that survive, on the channel axis
-            axis = 1 if constant.ndim > 2 else constant.ndim - 1
+            rank = len(shapes[branch.branch_output])
+            axis = layouts[branch.branch_output].axis - (rank - constant.ndim)  # broadcasting
             constant = np.compress(mask.ravel(), constant, axis=axis)
         name = f"{branch.branch_output}__dead_branch_{index}"
         graph.initializer.append(numpy_helper.from_array(constant.astype(np.float32), name))
