@@ -123,6 +123,7 @@ class _ConstantWriter:
                     self.users[name] = self.users.get(name, 0) + 1
         self.replaced: dict[str, np.ndarray] = {}
         self.added: dict[str, np.ndarray] = {}
+        self.same_slice: dict[tuple, str] = {}
 
     def select(self, node: onnx.NodeProto, index: int, selection: dict[int, np.ndarray]
                ) -> None:
@@ -158,7 +159,11 @@ class _ConstantWriter:
         if self.users.get(name, 0) <= 1 and original is not None:
             self.replaced[name] = value
             return
-        new_name = f"{name or 'input' + str(index)}__{node.name or node.output[0]}"
+        # Users that slice a shared tensor the same way (a Q/DQ pair's scale) share the result.
+        key = (name, value.shape, value.tobytes())
+        new_name = self.same_slice.get(key) or (
+            f"{name or 'input' + str(index)}__{node.name or node.output[0]}")
+        self.same_slice[key] = new_name
         self.added[new_name] = value
         while len(node.input) <= index:
             node.input.append("")
