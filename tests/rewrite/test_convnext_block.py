@@ -13,6 +13,7 @@ import pytest
 import onnxmorph
 from onnxmorph.graph import analyze
 from onnxmorph.rewrite import zero_removed_channels
+from onnxmorph.rewrite.grow import grow_channels
 from tests.onnx_builders import GraphBuilder, group_of
 from tests.rewrite._support import assert_close, assert_differs, keep_masks, run
 
@@ -120,3 +121,16 @@ def test_convnext_block_l1_prune_matches_zeroed_seed(opset, gelu_op):
         want = run(zeroed, feeds)
         assert_close(run(pruned, feeds), want, f"opset {opset} batch {batch}")
         assert_differs(want, run(seed, feeds), "zeroed seed vs seed")
+
+
+@pytest.mark.parametrize("opset", [14, 17])
+def test_convnext_block_hidden_units_grow_without_changing_the_function(opset):
+    seed = convnext_block(opset)
+    analysis = analyze(seed)
+    hidden = group_of(analysis, "fc1")
+    grown = grow_channels(analysis, {hidden.id: 8})
+    assert grown.added == {hidden.id: 8} and not grown.skipped
+    onnx.checker.check_model(grown.model, full_check=True)
+    assert group_of(analyze(grown.model), "fc1").channels == 4 * C + 8
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, HW, HW)).astype(np.float32)}
+    assert_close(run(grown.model, feeds), run(seed, feeds), "grown vs seed")

@@ -14,6 +14,7 @@ from onnxmorph.errors import OnnxMorphError
 from onnxmorph.graph import analyze
 from onnxmorph.graph.layers import LAYER_KINDS
 from onnxmorph.rewrite import slice_channels, zero_removed_channels
+from onnxmorph.rewrite.grow import grow_channels
 from tests.onnx_builders import GraphBuilder, group_of
 from tests.rewrite._support import assert_close, assert_differs, keep_masks
 
@@ -135,3 +136,10 @@ def test_shared_quantized_weight_is_refused_in_one_line():
 
 def test_registry_knows_quantize_ops_are_not_layers():
     assert "DequantizeLinear" not in LAYER_KINDS and "QuantizeLinear" not in LAYER_KINDS
+
+
+def test_quantized_layers_do_not_grow_silently():
+    analysis = analyze(qdq_chain())
+    group = group_of(analysis, "conv1")
+    grown = grow_channels(analysis, {group.id: 4})
+    assert grown.added == {} and "quantized" in grown.skipped[group.id]
