@@ -143,3 +143,48 @@ def test_quantized_layers_do_not_grow_silently():
     group = group_of(analysis, "conv1")
     grown = grow_channels(analysis, {group.id: 4})
     assert grown.added == {} and "quantized" in grown.skipped[group.id]
+
+
+def _qweight(b: GraphBuilder, value: np.ndarray, axis: int, name: str) -> str:
+    scale = np.abs(value).max(axis=1 - axis) / 127
+    view = (1, -1) if axis == 1 else (-1, 1)
+    q = np.round(value / scale.reshape(view)).astype(np.int8)
+    return b.node("DequantizeLinear", [b.const(q, f"{name}q", dtype=np.int8),
+                                       b.const(scale, f"{name}s"),
+                                       b.const(np.zeros(scale.size), f"{name}z", dtype=np.int8)],
+                  name=name, axis=axis)
+
+
+@pytest.mark.parametrize("op", ["Gemm", "Gemm-transB", "MatMul"])
+def test_quantized_linear_layers_slice_in_int8(op):
+    """Linear layers with per-output-channel int8 weights (axis 1 of [K, N], axis 0 of [N, K])."""
+    b = GraphBuilder(seed=5, opset=13)
+    x = b.input("x", [2, 12])
+    trans_b = op == "Gemm-transB"
+    value = b.rng.normal(0, 0.4, (16, 12) if trans_b else (12, 16))
+    w = _qweight(b, value, 0 if trans_b else 1, "fc.W")
+    if op == "MatMul":
+        h = b.node("MatMul", [_qdq(b, x), w], name="fc")
+    else:
+        h = b.node("Gemm", [_qdq(b, x), w, b.const(b.rng.normal(0, 0.1, 16))], name="fc",
+                   transB=int(trans_b))
+    head = _qweight(b, b.rng.normal(0, 0.4, (16, 3)), 1, "head.W")
+    seed = b.model([b.node("MatMul", [_qdq(b, b.relu(h)), head], name="head")])
+    analysis = analyze(seed)
+    assert group_of(analysis, "fc").prunable
+    alive = analysis.all_alive().astype(bool)
+    alive[group_of(analysis, "fc").units[::2]] = False
+    pruned = slice_channels(analysis, alive).model
+    onnx.checker.check_model(pruned, full_check=True)
+    inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    assert inits["fc.Wq"].dtype == np.int8
+    assert inits["fc.Wq"].shape == ((8, 12) if trans_b else (12, 8))
+    assert inits["fc.Ws"].shape == inits["fc.Wz"].shape == (8,)
+    assert inits["head.Wq"].shape == (8, 3) and inits["head.Ws"].shape == (3,)
+    again = analyze(pruned)
+    assert again.macs == pytest.approx(analysis.cost.macs(alive.astype(float)))
+    assert again.params == pytest.approx(analysis.cost.params(alive.astype(float)))
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 12)).astype(np.float32)}
+    zeroed = zero_removed_channels(seed, analysis.channels.layouts, analysis.loaded.shapes,
+                                   keep_masks(analysis, alive))
+    assert_close(_run(pruned, feeds), _run(zeroed, feeds), op)
