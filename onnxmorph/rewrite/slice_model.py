@@ -124,6 +124,7 @@ class _ConstantWriter:
         self.replaced: dict[str, np.ndarray] = {}
         self.added: dict[str, np.ndarray] = {}
         self.same_slice: dict[tuple, str] = {}
+        self.quantized_selections: dict[str, tuple[dict[int, np.ndarray], int]] = {}
 
     def select(self, node: onnx.NodeProto, index: int, selection: dict[int, np.ndarray]
                ) -> None:
@@ -133,10 +134,15 @@ class _ConstantWriter:
         if quantized is None:
             self.set(node, index, _select(self.values[name], selection))
             return
-        if self.users.get(name, 0) > 1:
-            raise PruningError(
-                f"quantized constant '{name}' feeds several nodes; onnxmorph cannot slice a "
-                "shared DequantizeLinear yet (give each consumer its own)")
+        previous = self.quantized_selections.get(name)
+        if previous is not None:  # a shared DequantizeLinear: every user must agree
+            same = previous[0].keys() == selection.keys() and all(
+                np.array_equal(previous[0][a], selection[a]) for a in selection)
+            if not same:
+                raise _shared_quantized(name)
+            self.quantized_selections[name] = (previous[0], previous[1] + 1)
+            return
+        self.quantized_selections[name] = (selection, 1)
         dequantize = self.producers[name]
         self.set(dequantize, 0, _select(self.values[quantized.quantized], selection))
         if quantized.axis in selection:  # per-axis scale and zero point follow that axis
@@ -170,12 +176,21 @@ class _ConstantWriter:
         node.input[index] = new_name
 
     def finish(self) -> None:
+        for name, (_, count) in self.quantized_selections.items():
+            if count != self.users.get(name, 0):
+                raise _shared_quantized(name)
         for tensor in self.graph.initializer:
             if tensor.name in self.replaced:
                 tensor.CopyFrom(numpy_helper.from_array(self.replaced[tensor.name], tensor.name))
         for name, value in self.added.items():
             self.graph.initializer.append(numpy_helper.from_array(value, name))
         remove_unused_initializers(self.graph)
+
+
+def _shared_quantized(name: str) -> PruningError:
+    return PruningError(
+        f"quantized constant '{name}' feeds several layers that keep different channels; "
+        "onnxmorph cannot slice a shared DequantizeLinear that way (give each layer its own)")
 
 
 def _select(value: np.ndarray, selection: dict[int, np.ndarray]) -> np.ndarray:

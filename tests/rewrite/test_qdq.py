@@ -117,19 +117,36 @@ def test_qdq_chain_l1_prune_keeps_int8_and_matches_zeroed_seed():
         assert_differs(want, _run(seed, feeds), "zeroed seed vs seed")
 
 
-def test_shared_quantized_weight_is_refused_in_one_line():
+def _shared_weight_model(tied: bool) -> onnx.ModelProto:
+    """One DequantizeLinear weight read by two convs, whose outputs are added (tied channels)
+    or concatenated (independent channels)."""
     b = GraphBuilder(seed=1, opset=13)
     x = b.input("x", [1, 3, 8, 8])
-    w_q = b.const(np.ones((8, 3, 3, 3)), "Wq", dtype=np.int8)
-    w = b.node("DequantizeLinear", [w_q, b.const(np.full(8, 0.1)),
-                                    b.const(np.zeros(8), dtype=np.int8)], name="W", axis=0)
+    w_q = b.const(b.rng.integers(-100, 100, (8, 3, 3, 3)), "Wq", dtype=np.int8)
+    w = b.node("DequantizeLinear", [w_q, b.const(np.full(8, 0.01), "Ws"),
+                                    b.const(np.zeros(8), "Wz", dtype=np.int8)], name="W", axis=0)
     left = b.node("Conv", [x, w], name="left", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     right = b.node("Conv", [x, w], name="right", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    out = b.conv(b.relu(b.add(left, right)), 4, name="head")
-    analysis = analyze(b.model([out]))
+    merged = b.add(left, right) if tied else b.concat([left, right])
+    return b.model([b.conv(b.relu(merged), 4, name="head")])
+
+
+def test_shared_quantized_weight_sliced_alike_stays_shared():
+    analysis = analyze(_shared_weight_model(tied=True))
     alive = analysis.all_alive().astype(bool)
     alive[group_of(analysis, "left").units[:4]] = False
-    with pytest.raises(OnnxMorphError, match="feeds several nodes") as info:
+    pruned = slice_channels(analysis, alive).model
+    inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    assert inits["Wq"].shape == (4, 3, 3, 3) and inits["Wq"].dtype == np.int8
+    assert inits["Ws"].shape == (4,)
+    assert sum(n.op_type == "DequantizeLinear" for n in pruned.graph.node) == 1
+
+
+def test_shared_quantized_weight_sliced_differently_is_refused_in_one_line():
+    analysis = analyze(_shared_weight_model(tied=False))
+    alive = analysis.all_alive().astype(bool)
+    alive[group_of(analysis, "left").units[:4]] = False
+    with pytest.raises(OnnxMorphError, match="shared DequantizeLinear") as info:
         slice_channels(analysis, alive)
     assert "\n" not in str(info.value)
 
