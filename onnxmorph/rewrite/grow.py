@@ -178,23 +178,24 @@ def _grow_weight(node, index, layout, weight, in_map, out_map, writer, rng) -> N
     """New outputs get random weights, new inputs zero weights (unused until fine-tuned)."""
     std = float(weight.std()) or 1e-2
     grown = weight
-    grows_out = out_map is not None and not (layout.depthwise
-                                             and layout.out_axis == layout.grouped_axis)
-    if grows_out:
-        fresh_shape = list(weight.shape)
-        fresh_shape[layout.out_axis] = int((out_map < 0).sum())
-        fresh = (rng.standard_normal(fresh_shape) * std).astype(weight.dtype)
-        grown = _take(grown, out_map, layout.out_axis, fresh)
+    if out_map is not None and not (layout.depthwise and layout.out_axis == layout.grouped_axis):
+        grown = _take(grown, out_map, layout.out_axis,
+                      _random_block(weight, layout.out_axis, out_map, std, rng))
     if in_map is not None and not layout.depthwise:
         grown = _take(grown, in_map, layout.in_axis, 0.0)  # same function until trained
     if layout.depthwise and in_map is not None:
         if layout.in_axis != layout.grouped_axis:  # ConvTranspose: one input row per group
-            fresh_shape = list(weight.shape)
-            fresh_shape[layout.in_axis] = int((in_map < 0).sum())
-            fresh = (rng.standard_normal(fresh_shape) * std).astype(weight.dtype)
-            grown = _take(grown, in_map, layout.in_axis, fresh)
+            grown = _take(grown, in_map, layout.in_axis,
+                          _random_block(weight, layout.in_axis, in_map, std, rng))
         set_attribute(node, "group", int(in_map.size))
     writer.set(node, index, grown)
+
+
+def _random_block(weight, axis, index_map, std, rng) -> np.ndarray:
+    """Random weights for the new positions (-1) of `index_map` along `axis`."""
+    shape = list(weight.shape)
+    shape[axis] = int((index_map < 0).sum())
+    return (rng.standard_normal(shape) * std).astype(weight.dtype)
 
 
 class _Writer:

@@ -1,5 +1,6 @@
 """The layer-kind registry: every kind has every facet, every consumer reads it, and each kind
-slices a small graph to exactly the seed with the removed channels unused."""
+slices a small graph to exactly the seed with the removed channels unused, and grows without
+changing what it computes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnxmorph import report
+from onnxmorph.graph import analyze
 from onnxmorph.graph.handlers import handler_for
 from onnxmorph.graph.layers import LAYER_KINDS, Role, WeightLayout, weight_layer_ops
 from onnxmorph.rewrite import dead_branches, slice_ops
+from onnxmorph.rewrite.grow import grow_channels
 from onnxmorph.training import gates
-from tests.onnx_builders import GraphBuilder
+from tests.onnx_builders import GraphBuilder, group_of
 from tests.rewrite._oracles import prune_half
+from tests.rewrite._support import assert_close, run
 
 # A representative weight shape per kind that has one: [out/in channel layout] of each.
 SAMPLE_WEIGHTS = {"Conv": (8, 4, 3, 3), "ConvTranspose": (4, 8, 2, 2), "Gemm": (4, 8),
@@ -123,3 +127,18 @@ def test_each_kind_slices_to_the_seed_with_removed_channels_unused(kind):
     assert constants and any(after[n] != before.get(n) for n in constants), (before, after)
     values = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
     assert all(values[n].dtype == np.float32 for n in constants)
+
+
+@pytest.mark.parametrize("kind", ["Conv", "Conv-depthwise", "ConvTranspose-depthwise", "MatMul",
+                                  "Gemm", "Gemm-transB", "BatchNormalization"])
+def test_each_kind_grows_without_changing_the_function(kind):
+    body, tensor = KINDS[kind]
+    seed = _graph(body)
+    analysis = analyze(seed)
+    group = group_of(analysis, tensor)
+    grown = grow_channels(analysis, {group.id: 3})
+    assert grown.added == {group.id: 3}, grown.skipped
+    onnx.checker.check_model(grown.model, full_check=True)
+    assert group_of(analyze(grown.model), tensor).channels == group.channels + 3
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float32)}
+    assert_close(run(grown.model, feeds), run(seed, feeds), f"{kind} grown vs seed")
