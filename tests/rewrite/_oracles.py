@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxmorph.graph import analyze
-from onnxmorph.rewrite import slice_channels
+from onnxmorph.rewrite import slice_channels, zero_removed_channels
 from tests.onnx_builders import group_of
 from tests.rewrite._support import assert_close, assert_differs, keep_masks, run
 
@@ -55,3 +55,18 @@ def prune_half(model: onnx.ModelProto, group_tensor: str):
     assert again.macs == pytest.approx(analysis.cost.macs(alive.astype(float)))
     assert again.params == pytest.approx(analysis.cost.params(alive.astype(float)))
     return analysis, alive, pruned
+
+
+def assert_matches_zeroed_seed(result, seed: onnx.ModelProto, input_name: str,
+                               shape: tuple[int, ...], runner=run) -> None:
+    """A pruned result (onnxmorph.prune's) computes the seed with its removed channels zeroed,
+    at batch 1 and 3 (`shape` without the batch; `runner` runs a model on feeds)."""
+    analysis = result.analysis
+    zeroed = zero_removed_channels(seed, analysis.channels.layouts, analysis.loaded.shapes,
+                                   keep_masks(analysis, result.alive))
+    for batch in (1, 3):
+        feeds = {input_name: np.random.default_rng(batch).standard_normal(
+            (batch, *shape)).astype(np.float32)}
+        want = runner(zeroed, feeds)
+        assert_close(runner(result.model, feeds), want, f"batch {batch}")
+        assert_differs(want, runner(seed, feeds), "zeroed seed vs seed")

@@ -16,7 +16,8 @@ from onnxmorph.graph.layers import LAYER_KINDS
 from onnxmorph.rewrite import slice_channels, zero_removed_channels
 from onnxmorph.rewrite.grow import grow_channels
 from tests.onnx_builders import GraphBuilder, group_of
-from tests.rewrite._support import assert_close, assert_differs, keep_masks
+from tests.rewrite._oracles import assert_matches_zeroed_seed
+from tests.rewrite._support import assert_close, keep_masks
 
 ACT_SCALE = 0.05
 
@@ -107,14 +108,7 @@ def test_qdq_chain_l1_prune_keeps_int8_and_matches_zeroed_seed():
     again = analyze(pruned)
     assert again.macs == pytest.approx(analysis.cost.macs(result.alive.astype(float)))
     assert again.params == pytest.approx(analysis.cost.params(result.alive.astype(float)))
-    zeroed = zero_removed_channels(seed, analysis.channels.layouts, analysis.loaded.shapes,
-                                   keep_masks(analysis, result.alive))
-    for batch in (1, 3):
-        feeds = {"x": np.random.default_rng(batch).standard_normal(
-            (batch, 3, 8, 8)).astype(np.float32)}
-        want = _run(zeroed, feeds)
-        assert_close(_run(pruned, feeds), want, f"batch {batch}")
-        assert_differs(want, _run(seed, feeds), "zeroed seed vs seed")
+    assert_matches_zeroed_seed(result, seed, "x", (3, 8, 8), runner=_run)
 
 
 def _shared_weight_model(tied: bool) -> onnx.ModelProto:
