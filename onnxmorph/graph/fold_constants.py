@@ -152,11 +152,22 @@ def _evaluate(node, known, opset, static_shapes) -> list[np.ndarray] | None:
         return None
     feeds = {name: known[name] for name in node.input if name}
     try:
-        evaluator = ReferenceEvaluator(node, opsets={"": opset.get("", 13)})
-        results = evaluator.run(None, feeds)
+        results = ReferenceEvaluator(_single_node_model(node, feeds, opset)).run(None, feeds)
     except Exception:
         return None  # leave it to the runtime; a handler will treat it as an ordinary op
     return [np.asarray(r) for r in results]
+
+
+def _single_node_model(node, feeds, opset) -> onnx.ModelProto:
+    """`node` as a model: the evaluator then runs the op version the model imports (given a bare
+    node it picks the newest, and Unsqueeze-11's `axes` attribute fails as Unsqueeze-13)."""
+    inputs = [onnx.helper.make_tensor_value_info(
+        name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), None)
+        for name, value in feeds.items()]
+    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name]
+    graph = onnx.helper.make_graph([node], "fold", inputs, outputs)
+    return onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", opset.get("", 13))])
 
 
 def _constant_of_shape(node: onnx.NodeProto, shape: np.ndarray) -> np.ndarray:

@@ -225,3 +225,18 @@ def test_a_crash_in_native_shape_inference_is_an_error_not_a_dead_process(monkey
     monkeypatch.setattr(isolated, "_infer", _crash)
     with pytest.raises(UnsupportedModelError, match="crashed"):
         load_model(shuffle_model())
+
+
+def test_folding_evaluates_the_opset_the_model_imports():
+    # Unsqueeze-11 takes axes as an attribute; evaluated as Unsqueeze-13 it would not fold
+    # and the Reshape after it would keep an unknown shape.
+    from onnxmorph.graph.fold_constants import fold_constants
+
+    nodes = [helper.make_node("Unsqueeze", ["c"], ["u"], axes=[0]),
+             helper.make_node("Concat", ["u", "rest"], ["t"], axis=0),
+             helper.make_node("Reshape", ["x", "t"], ["y"])]
+    model = _model(nodes, [2, 6], [2, 3, 2],
+                   [_init("c", 2, np.int64), _init("rest", [3, 2], np.int64)])
+    model.opset_import[0].version = 11
+    assert "t" in fold_constants(model)
+    assert [n.op_type for n in model.graph.node] == ["Reshape"]
