@@ -30,11 +30,15 @@ class ShapeInferenceWorker:
     """`with ShapeInferenceWorker() as worker: worker.infer(model, data_prop=True)`."""
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
-        if "fork" in multiprocessing.get_all_start_methods():
-            # faulthandler off in the worker: its crash is reported in one line, not a dump
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                                             initializer=faulthandler.disable)
+        self._pool = self._new_pool()
+
+    @staticmethod
+    def _new_pool() -> ProcessPoolExecutor | None:
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        # faulthandler off in the worker: its crash is reported in one line, not a dump
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=faulthandler.disable)
 
     def __enter__(self) -> ShapeInferenceWorker:
         return self
@@ -54,7 +58,8 @@ class ShapeInferenceWorker:
         try:
             result = self._pool.submit(_infer, model.SerializeToString(), options).result()
         except BrokenProcessPool as exc:
-            self._pool = None
+            self._pool.shutdown(wait=False)
+            self._pool = self._new_pool()  # a caller that goes on stays protected
             raise UnsupportedModelError(
                 "ONNX shape inference crashed on the model (its native code was killed by a "
                 "signal): the model is malformed; check it with onnx.checker or re-export it"
