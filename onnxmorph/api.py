@@ -124,8 +124,9 @@ def prune(
 
 
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:
-    if method not in METHODS:
-        raise PruningError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    names = ("auto", *method_names())  # METHODS, plus methods registered since the import
+    if method not in names:
+        raise PruningError(f"unknown method '{method}'; use one of {', '.join(names)}")
     if target not in TARGETS:
         raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
     check_budget(budget)

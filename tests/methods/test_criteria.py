@@ -125,3 +125,57 @@ def test_apoz_falls_back_to_l1_where_no_relu_follows(tmp_path):
     assert scores.notes["apoz_l1_fallback_groups"] == [int(group_a)]
     np.testing.assert_allclose(scores.values[analysis.channels.layouts["ra"].ids],
                                np.abs(tiny.wa).sum(axis=1), rtol=1e-5)
+
+
+def _node(op_type: str, **attrs):
+    from onnx import helper
+
+    return helper.make_node(op_type, ["x", "w"], ["y"], **attrs)
+
+
+def test_input_scaling_follows_each_weight_layout():
+    from onnxmorph.methods.activation import input_scaled
+
+    rng = np.random.default_rng(0)
+    norms = rng.uniform(1, 2, 6)
+    grouped = rng.normal(size=(4, 3, 3, 3))  # Conv, 2 groups of 3 input channels
+    scaled = input_scaled(_node("Conv", group=2), grouped, norms)
+    for out in range(4):
+        for local in range(3):
+            channel = (out // 2) * 3 + local
+            np.testing.assert_allclose(scaled[out, local], grouped[out, local] * norms[channel])
+    transposed = rng.normal(size=(6, 2, 3, 3))  # ConvTranspose [Cin, Cout/group, k, k]
+    np.testing.assert_allclose(input_scaled(_node("ConvTranspose", group=2), transposed, norms),
+                               transposed * norms[:, None, None, None])
+    dense = rng.normal(size=(6, 5))  # [in, out]
+    np.testing.assert_allclose(input_scaled(_node("Gemm"), dense, norms), dense * norms[:, None])
+    np.testing.assert_allclose(input_scaled(_node("Gemm", transB=1), dense.T, norms),
+                               dense.T * norms[None, :])
+    np.testing.assert_allclose(input_scaled(_node("MatMul"), dense, norms), dense * norms[:, None])
+
+
+def test_output_rows_of_a_grouped_conv_transpose():
+    from onnxmorph.methods.l1 import output_channel_rows
+
+    weight = np.arange(4 * 3 * 2 * 2, dtype=float).reshape(4, 3, 2, 2)  # 2 groups, Cout 6
+    rows = output_channel_rows(_node("ConvTranspose", group=2), weight)
+    assert rows.shape == (6, 2 * 4)
+    # Output channel 4 is group 1's second output: input channels 2..3, column 1.
+    np.testing.assert_array_equal(rows[4], weight[2:4, 1].reshape(-1))
+
+
+def test_taylor_probe_with_folded_batchnorm_computes_the_seed():
+    from pathlib import Path
+
+    from onnxmorph.methods.taylor import taylor_probe
+    from onnxmorph.training.evaluate import inference_session
+
+    seed = Path(__file__).resolve().parents[2] / "samples" / "resnet_seed.onnx"
+    analysis = analyze(str(seed))
+    probe, multipliers = taylor_probe(analysis)
+    assert not any(n.op_type == "BatchNormalization" for n in probe.graph.node)
+    assert len(multipliers) >= len(analysis.channels.prunable_groups())
+    x = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32)
+    expected = inference_session(analysis.loaded.model).run(None, {"input": x})[0]
+    np.testing.assert_allclose(inference_session(probe).run(None, {"input": x})[0], expected,
+                               rtol=1e-4, atol=1e-4)
