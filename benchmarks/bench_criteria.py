@@ -10,7 +10,8 @@ evaluates the seed, the sliced and the final model inside (3 test-set passes, co
 
 Accuracy is on the first E batches of eval_batches() (64 images each). The seed is the
 training seed and the loader's shuffle seed (BASE_SEED), so calibration batches differ too.
-A sensitivity picture (one group at a time, by --sensitivity-method) is drawn for the ResNet.
+A sensitivity picture (one group at a time, by --sensitivity-method) is drawn for the ResNet
+first; the runs go seed by seed, and the markdown is rewritten after each run.
 
     python benchmarks/bench_criteria.py            # the committed RESULTS_criteria.md
 
@@ -71,10 +72,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=100, help="gates' structure steps (S)")
-    parser.add_argument("--finetune-steps", type=int, default=100, help="F, every method")
+    parser.add_argument("--steps", type=int, default=30, help="gates' structure steps (S)")
+    parser.add_argument("--finetune-steps", type=int, default=30, help="F, every method")
     parser.add_argument("--calibration-batches", type=int, default=8, help="C")
-    parser.add_argument("--eval-batches", type=int, default=16, help="E")
+    parser.add_argument("--eval-batches", type=int, default=8, help="E")
     parser.add_argument("--sensitivity-method", default="taylor")
     parser.add_argument("--picture", default=str(ROOT / "benchmarks/sensitivity_resnet.png"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/RESULTS_criteria.md"))
@@ -148,7 +149,7 @@ def section(name: str, budget: float, runs: list[Run], seed_accuracy: float) -> 
 
 
 def write_markdown(args, runs: list[Run], seeds: dict[str, float], started: datetime,
-                   picture: str | None) -> None:
+                   picture: str | None, planned: int) -> None:
     lines = [
         "# One-shot criteria vs L1 vs learned gates", "",
         f"- date: {started:%Y-%m-%d %H:%M}; machine: {platform.platform()}, "
@@ -160,6 +161,7 @@ def write_markdown(args, runs: list[Run], seeds: dict[str, float], started: date
         f"structure steps (gates), C = {args.calibration_batches} calibration batches, "
         f"accuracy on the first {args.eval_batches} × 64 test images, seeds "
         f"{' / '.join(map(str, args.seeds))}",
+        f"- runs finished: {len(runs)} of {planned}",
         "",
     ]
     for name in args.models:
@@ -179,31 +181,33 @@ def main() -> None:
     runs: list[Run] = []
     seeds: dict[str, float] = {}
     base = str(ROOT / "samples/loader.py")
-    with tempfile.TemporaryDirectory(prefix="bench-criteria-") as tmp:
-        for name in args.models:
-            analysis = analyze(str(ROOT / f"samples/{name}_seed.onnx"))
-            source = DataSource(base, model_input_specs(analysis.loaded.model))
-            seeds[name] = evaluate(analysis.loaded.model, source,
-                                   max_batches=args.eval_batches).accuracy
-            for budget in args.budgets:
-                for seed in args.seeds:
-                    data = loader_for_seed(base, seed, Path(tmp), fixed=False)
-                    for method in args.methods:
-                        run = run_one(args, name, analysis, budget, seed, method, data)
-                        runs.append(run)
-                        print(f"{name} {budget:g} s{seed} {method}: slice "
-                              f"{pct(run.after_slice)} tuned {pct(run.after)} MACs "
-                              f"{run.macs_ratio} select {run.select_s} wall {run.wall_s} "
-                              f"{run.error or ''}", flush=True)
-                        write_markdown(args, runs, seeds, started, None)
     picture = None
     if args.picture:
         report = onnxmorph.sensitivity(str(ROOT / "samples/resnet_seed.onnx"), data=base,
                                        method=args.sensitivity_method,
                                        eval_batches=args.eval_batches)
-        print(report.table())
+        print(report.table(), flush=True)
         picture = args.picture if report.write_plot(args.picture) else None
-    write_markdown(args, runs, seeds, started, picture)
+    analyses = {name: analyze(str(ROOT / f"samples/{name}_seed.onnx")) for name in args.models}
+    for name, analysis in analyses.items():
+        source = DataSource(base, model_input_specs(analysis.loaded.model))
+        seeds[name] = evaluate(analysis.loaded.model, source,
+                               max_batches=args.eval_batches).accuracy
+    planned = len(args.seeds) * len(args.models) * len(args.budgets) * len(args.methods)
+    # Seed-major order: a run cut short still has every cell for the first seed.
+    with tempfile.TemporaryDirectory(prefix="bench-criteria-") as tmp:
+        for seed in args.seeds:
+            data = loader_for_seed(base, seed, Path(tmp), fixed=False)
+            for name, analysis in analyses.items():
+                for budget in args.budgets:
+                    for method in args.methods:
+                        run = run_one(args, name, analysis, budget, seed, method, data)
+                        runs.append(run)
+                        print(f"[{len(runs)}/{planned}] {name} {budget:g} s{seed} {method}: "
+                              f"slice {pct(run.after_slice)} tuned {pct(run.after)} MACs "
+                              f"{run.macs_ratio} select {run.select_s} wall {run.wall_s} "
+                              f"{run.error or ''}", flush=True)
+                        write_markdown(args, runs, seeds, started, picture, planned)
     print(f"wrote {args.out}")
 
 

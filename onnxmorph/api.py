@@ -105,7 +105,7 @@ def prune(
                           calibration_batches=calibration_batches)
     start = time.perf_counter()
     selection = chosen.select(request)
-    extra: dict = {**selection.extra, "selection_seconds": time.perf_counter() - start}
+    extra: dict = {**selection.extra, "method_seconds": time.perf_counter() - start}
     alive, sliced = selection.alive, selection.model
     if sliced is None:
         sliced_result = slice_channels(analysis, alive)
