@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -45,6 +46,8 @@ def sensitivity(model: str, data: str, method: str, fractions: str, calibration_
                            "numbers, e.g. 0.25,0.5,0.75") from exc
     if output:
         check_output_path(output)
+        if Path(output).resolve() == Path(model).resolve():
+            raise PruningError(f"-o '{output}' is the model itself; name a .json file")
     report = run_sensitivity(model, data=data, method=method, fractions=parsed,
                              input_shapes=parse_input_shapes(input_shapes), exclude=exclude,
                              calibration_batches=calibration_batches,
