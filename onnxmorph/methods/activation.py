@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxmorph.graph.onnx_utils import get_attribute
+from onnxmorph.graph.layers import WeightLayout, layer_kind, weight_layout
+from onnxmorph.graph.quantized import constant_values
 from onnxmorph.methods.calibration import calibration_batches, summed_over_batches
-from onnxmorph.methods.l1 import _output_channel_l1, unit_scores_by_layer
+from onnxmorph.methods.l1 import unit_scores_by_layer
 from onnxmorph.methods.registry import MethodInput, UnitScores, register_criterion
 
 
@@ -23,53 +24,41 @@ from onnxmorph.methods.registry import MethodInput, UnitScores, register_criteri
 def activation_scores(request: MethodInput) -> UnitScores:
     analysis = request.analysis
     loaded = analysis.loaded
-    layers = {  # input tensor → its feature axis, for every layer with a weight
-        node.input[0]: feature_axis(node) for node in loaded.model.graph.node
-        if feature_axis(node) is not None and len(node.input) > 1
-        and node.input[1] in loaded.initializers and node.input[0] not in loaded.initializers
+    values = constant_values(loaded)
+    layers = {  # input tensor → its feature axis, for every layer with a constant weight
+        node.input[layer_kind(node).activation]: layer_kind(node).activation_axis(
+            len(loaded.shapes[node.input[0]]))
+        for node in loaded.model.graph.node
+        if weight_layout(node, values) is not None and node.input[0] in loaded.shapes
+        and node.input[0] not in values
     }
 
     def squares(name: str, value: np.ndarray) -> np.ndarray:
-        axis = layers[name] % value.ndim
+        axis = layers[name]
         return (value * value).sum(axis=tuple(a for a in range(value.ndim) if a != axis))
 
     batches = calibration_batches(request)
     norms = {name: np.sqrt(total) for name, total in summed_over_batches(
-        analysis.loaded.model, list(layers), batches, squares).items()}
+        loaded.model, list(layers), batches, squares).items()}
 
-    def wanda(node: onnx.NodeProto, weight: np.ndarray) -> np.ndarray | None:
-        if node.input[0] not in norms:
+    def wanda(node: onnx.NodeProto, layout: WeightLayout, weight: np.ndarray):
+        name = node.input[layer_kind(node).activation]
+        if name not in norms:
             return None
-        scaled = input_scaled(node, weight, norms[node.input[0]])
-        return None if scaled is None else _output_channel_l1(node, scaled)
+        return layout.output_channel_l1(input_scaled(layout, weight, norms[name]))
 
     return UnitScores(unit_scores_by_layer(analysis, wanda),
                       {"calibration_batches": len(batches)})
 
 
-def feature_axis(node: onnx.NodeProto) -> int | None:
-    """The axis of the layer's input that its weight's input side runs along."""
-    if node.op_type in ("Conv", "ConvTranspose"):
-        return 1
-    if node.op_type == "Gemm":
-        return 0 if int(get_attribute(node, "transA", 0)) else 1
-    if node.op_type == "MatMul":
-        return -1
-    return None
-
-
-def input_scaled(node: onnx.NodeProto, weight: np.ndarray,
-                 norms: np.ndarray) -> np.ndarray | None:
+def input_scaled(layout: WeightLayout, weight: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """`weight` with every input feature's weights multiplied by that feature's norm."""
-    if node.op_type == "Conv":  # [Cout, Cin/group, k...]: output o reads group o // per_group
-        groups = int(get_attribute(node, "group", 1))
-        per_group = weight.shape[0] // groups
-        by_group = norms.reshape(groups, weight.shape[1])[np.arange(weight.shape[0]) // per_group]
-        return weight * by_group.reshape(by_group.shape + (1,) * (weight.ndim - 2))
-    if node.op_type == "ConvTranspose":  # [Cin, Cout/group, k...]
-        return weight * norms.reshape((-1,) + (1,) * (weight.ndim - 1))
-    if node.op_type == "Gemm" and int(get_attribute(node, "transB", 0)):
-        return weight * norms[None, :]
-    if node.op_type in ("Gemm", "MatMul") and weight.ndim == 2:
-        return weight * norms[:, None]
-    return None
+    moved = np.moveaxis(weight, (layout.out_axis, layout.in_axis), (0, 1))
+    if layout.in_axis == layout.grouped_axis:  # Conv: output o reads group o // per_group
+        per_group = moved.shape[0] // layout.groups
+        scale = norms.reshape(layout.groups, moved.shape[1])[np.arange(moved.shape[0])
+                                                             // per_group]
+    else:
+        scale = np.broadcast_to(norms[None, :], moved.shape[:2])
+    scaled = moved * scale.reshape(scale.shape + (1,) * (moved.ndim - 2))
+    return np.moveaxis(scaled, (0, 1), (layout.out_axis, layout.in_axis))

@@ -30,6 +30,5 @@ def distance_sums(rows: np.ndarray) -> np.ndarray:
     return distances.sum(axis=1)
 
 
-def _distance_sums(node, weight: np.ndarray) -> np.ndarray | None:
-    rows = output_channel_rows(node, weight)
-    return None if rows is None else distance_sums(rows)
+def _distance_sums(node, layout, weight: np.ndarray) -> np.ndarray:
+    return distance_sums(output_channel_rows(layout, weight))

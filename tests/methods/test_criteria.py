@@ -127,10 +127,13 @@ def test_apoz_falls_back_to_l1_where_no_relu_follows(tmp_path):
                                np.abs(tiny.wa).sum(axis=1), rtol=1e-5)
 
 
-def _node(op_type: str, **attrs):
+def _layout(op_type: str, weight: np.ndarray, **attrs):
     from onnx import helper
 
-    return helper.make_node(op_type, ["x", "w"], ["y"], **attrs)
+    from onnxmorph.graph.layers import weight_layout
+
+    node = helper.make_node(op_type, ["x", "w"], ["y"], **attrs)
+    return weight_layout(node, {"w": weight})
 
 
 def test_input_scaling_follows_each_weight_layout():
@@ -139,29 +142,34 @@ def test_input_scaling_follows_each_weight_layout():
     rng = np.random.default_rng(0)
     norms = rng.uniform(1, 2, 6)
     grouped = rng.normal(size=(4, 3, 3, 3))  # Conv, 2 groups of 3 input channels
-    scaled = input_scaled(_node("Conv", group=2), grouped, norms)
+    scaled = input_scaled(_layout("Conv", grouped, group=2), grouped, norms)
     for out in range(4):
         for local in range(3):
             channel = (out // 2) * 3 + local
             np.testing.assert_allclose(scaled[out, local], grouped[out, local] * norms[channel])
     transposed = rng.normal(size=(6, 2, 3, 3))  # ConvTranspose [Cin, Cout/group, k, k]
-    np.testing.assert_allclose(input_scaled(_node("ConvTranspose", group=2), transposed, norms),
-                               transposed * norms[:, None, None, None])
+    np.testing.assert_allclose(
+        input_scaled(_layout("ConvTranspose", transposed, group=2), transposed, norms),
+        transposed * norms[:, None, None, None])
     dense = rng.normal(size=(6, 5))  # [in, out]
-    np.testing.assert_allclose(input_scaled(_node("Gemm"), dense, norms), dense * norms[:, None])
-    np.testing.assert_allclose(input_scaled(_node("Gemm", transB=1), dense.T, norms),
+    np.testing.assert_allclose(input_scaled(_layout("Gemm", dense), dense, norms),
+                               dense * norms[:, None])
+    np.testing.assert_allclose(input_scaled(_layout("Gemm", dense.T, transB=1), dense.T, norms),
                                dense.T * norms[None, :])
-    np.testing.assert_allclose(input_scaled(_node("MatMul"), dense, norms), dense * norms[:, None])
+    np.testing.assert_allclose(input_scaled(_layout("MatMul", dense), dense, norms),
+                               dense * norms[:, None])
 
 
 def test_output_rows_of_a_grouped_conv_transpose():
     from onnxmorph.methods.l1 import output_channel_rows
 
     weight = np.arange(4 * 3 * 2 * 2, dtype=float).reshape(4, 3, 2, 2)  # 2 groups, Cout 6
-    rows = output_channel_rows(_node("ConvTranspose", group=2), weight)
+    layout = _layout("ConvTranspose", weight, group=2)
+    rows = output_channel_rows(layout, weight)
     assert rows.shape == (6, 2 * 4)
     # Output channel 4 is group 1's second output: input channels 2..3, column 1.
     np.testing.assert_array_equal(rows[4], weight[2:4, 1].reshape(-1))
+    np.testing.assert_allclose(np.abs(rows).sum(axis=1), layout.output_channel_l1(weight))
 
 
 def test_taylor_probe_with_folded_batchnorm_computes_the_seed():
