@@ -12,11 +12,13 @@ import onnx
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
-from onnxmorph.io import check_output_path, save_json, save_model, sidecar
+from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
 from onnxmorph.methods.select import SelectionRules, check_budget
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
-from onnxmorph.rewrite import slice_channels, verify_models
+from onnxmorph.rewrite import slice_channels
+from onnxmorph.rewrite.postconditions import check_sliced, check_trained, require_passed
+from onnxmorph.rewrite.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerances
 
 METHODS = ("auto", "l1", "uniform", "gates")
 
@@ -46,17 +48,24 @@ class PruneResult:
     def save(self, path: str | os.PathLike) -> dict[str, Path | str]:
         """Write the model and, next to it, `<stem>.structure.json`, `<stem>.report.json` and
         the picture `<stem>.structure.png` (under "plot": its path, or a note why it was not
-        drawn)."""
+        drawn). All or nothing: the files are renamed into place only once all were written,
+        the model last-but-one and the report last."""
         path = check_output_path(path)
         paths = {"model": path, "structure": sidecar(path, "structure.json"),
-                 "report": sidecar(path, "report.json")}
+                 "report": sidecar(path, "report.json"), "plot": sidecar(path, "structure.png")}
+        for written in paths.values():
+            check_output_path(written, inputs=[self.analysis.loaded.source])
         structure = self.structure
-        save_json(structure, paths["structure"])
-        save_json(self.report(), paths["report"])
-        save_model(self.model, path)
-        png, history = sidecar(path, "structure.png"), self.extra.get("learned", {}).get("history")
-        paths["plot"] = png if write_structure_plot(structure, png, history) else SKIP_NOTE
-        return paths
+        history = self.extra.get("learned", {}).get("history")
+        written = write_file_set({
+            paths["structure"]: json_bytes(structure),
+            paths["plot"]: lambda tmp: write_structure_plot(structure, tmp, history),
+            path: self.model.SerializeToString(),
+            paths["report"]: json_bytes(self.report()),
+        })
+        if paths["plot"] not in written:
+            paths["plot"] = SKIP_NOTE
+        return {key: paths[key] for key in ("model", "structure", "report", "plot")}
 
 
 def prune(
@@ -70,8 +79,10 @@ def prune(
     round_to: int = 1,
     min_channels: int = 1,
     exclude: tuple[str, ...] | list[str] = (),
-    verify: bool = False,
+    verify: bool = True,
     training: dict | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -79,8 +90,12 @@ def prune(
     layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
     `data` (a loader file); "auto" picks "gates" when data is given. With data, "l1" and
     "uniform" fine-tune the pruned model on it.
+
+    verify (on by default) checks the post-conditions of onnxmorph/rewrite/postconditions.py
+    and raises PostconditionError if one fails; atol/rtol are verify's tolerances.
     """
     _check_arguments(method, target, budget, round_to, min_channels)
+    check_tolerances(atol, rtol)
     if method == "auto":
         method = "gates" if data is not None else "l1"
     if method == "gates" and data is None:
@@ -98,6 +113,8 @@ def prune(
             extra["width"] = width
         sliced_result = slice_channels(analysis, alive)
         alive, sliced = sliced_result.alive, sliced_result.model
+        if verify:  # the slice itself, before any training changes its weights
+            extra["verify"] = check_sliced(analysis, sliced, atol=atol, rtol=rtol)
         if data is not None:  # the L1 baseline with fine-tuning, as in the literature
             from onnxmorph.methods.gated import finetune_on_data
 
@@ -112,9 +129,21 @@ def prune(
         )
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
-    if verify and method != "gates":
-        result.extra["verify"] = verify_models(analysis, sliced).to_dict()
+    if verify:
+        _check_trained_result(result, data)
     return result
+
+
+def _check_trained_result(result: PruneResult, data) -> None:
+    """A trained result: its slice was verified before training (gates: with the gates
+    folded); the trained model must pass the checker, load and run like the seed."""
+    if result.method == "gates":
+        require_passed(result.extra.get("verify_gates_folded", {}),
+                       "verify (gates folded, before fine-tuning)")
+    if data is not None:
+        loaded = result.analysis.loaded
+        result.extra["postconditions"] = check_trained(loaded.model, result.model,
+                                                       loaded.input_shapes)
 
 
 def _l1(analysis: Analysis, target: str, budget: float, rules: SelectionRules) -> np.ndarray:

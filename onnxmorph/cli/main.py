@@ -20,7 +20,8 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
             click.echo(f"onnxmorph: error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            # A model onnxmorph made that fails its post-conditions says so with exit code 1.
+            sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT))
 
 
 @click.group(cls=_Group)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import click
+
+from onnxmorph.errors import OnnxMorphError
 
 input_shape_option = click.option(
     "--input-shape",
@@ -37,3 +41,49 @@ def training_options(command):
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
+
+
+# The post-conditions (onnxmorph/rewrite/postconditions.py) run unless --no-verify.
+verify_option = click.option(
+    "--verify/--no-verify", default=True, show_default=True,
+    help="Check the written model: onnx full check, loads in onnxruntime, and computes what "
+         "the seed computes with the removed channels zeroed at two batch sizes (a trained "
+         "model: runs with the seed's output shapes and finite values). On by default; "
+         "--no-verify skips it for speed.")
+
+# Copies of rewrite.verify.DEFAULT_ATOL/RTOL (a test keeps them equal): importing that module
+# here would load onnx for every `--help`.
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-3
+
+
+def tolerance_options(command):
+    """--atol/--rtol of the numeric comparison `|a-b| <= atol + rtol*|b|`."""
+    decorators = [
+        click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True,
+                     help="Absolute tolerance: |pruned - seed| <= atol + rtol*|seed|."),
+        click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
+                     help="Relative tolerance (see --atol)."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+class OptionValueError(OnnxMorphError):
+    """A numeric option is out of its range."""
+
+
+def check_range(option: str, value: float | int | None, *, above: float | None = None,
+                at_least: float | None = None, below: float | None = None,
+                at_most: float | None = None) -> None:
+    """Refuse, in one line, a numeric option outside its range (NaN and ±inf included)."""
+    if value is None:
+        return
+    bounds = [(above, ">", lambda v, b: v > b), (at_least, ">=", lambda v, b: v >= b),
+              (below, "<", lambda v, b: v < b), (at_most, "<=", lambda v, b: v <= b)]
+    wanted = [f"{sign} {bound:g}" for bound, sign, _ in bounds if bound is not None]
+    if not math.isfinite(value) or not all(ok(value, bound) for bound, _, ok in bounds
+                                           if bound is not None):
+        raise OptionValueError(f"{option} must be a finite number {' and '.join(wanted)} "
+                               f"(got {value})")
