@@ -81,7 +81,7 @@ def prune(
     exclude: tuple[str, ...] | list[str] = (),
     verify: bool = True,
     training: dict | None = None,
-    atol: float = DEFAULT_ATOL,
+    atol: float | None = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.

@@ -48,7 +48,8 @@ def expand(
     model: str | os.PathLike | onnx.ModelProto, *, width: float | None = None,
     budget: float | None = None, target: str = "flops", round_to: int = 1,
     min_channels: int = 1, input_shapes: dict[str, tuple[int, ...]] | None = None,
-    seed: int = 0, verify: bool = True, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+    seed: int = 0, verify: bool = True, atol: float | None = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> ExpandResult:
     """Scale every prunable group by `width`, or by the largest width whose `target` cost is
     at most `budget` × the model's own cost (budget may exceed 1 to grow).

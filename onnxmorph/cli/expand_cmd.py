@@ -34,7 +34,7 @@ from onnxmorph.cli.options import (
 @input_shape_option
 @json_option
 def expand(model: str, output: str | None, width: float | None, budget: float | None,
-           target: str, round_to: int, seed: int, verify: bool, atol: float, rtol: float,
+           target: str, round_to: int, seed: int, verify: bool, atol: float | None, rtol: float,
            input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Multiply every prunable group's channel count by a width."""
     from onnxmorph.expand import expand as run_expand

@@ -51,17 +51,19 @@ verify_option = click.option(
          "model: runs with the seed's output shapes and finite values). On by default; "
          "--no-verify skips it for speed.")
 
-# Copies of rewrite.verify.DEFAULT_ATOL/RTOL (a test keeps them equal): importing that module
-# here would load onnx for every `--help`.
-DEFAULT_ATOL = 1e-5
+# Copies of rewrite.verify.DEFAULT_RTOL and AUTO_ATOL (a test keeps them equal): importing
+# that module here would load onnx for every `--help`.
 DEFAULT_RTOL = 1e-3
+AUTO_ATOL = 1e-5
 
 
 def tolerance_options(command):
     """--atol/--rtol of the numeric comparison `|a-b| <= atol + rtol*|b|`."""
     decorators = [
-        click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True,
-                     help="Absolute tolerance: |pruned - seed| <= atol + rtol*|seed|."),
+        click.option("--atol", type=float, default=None,
+                     help="Absolute tolerance: |pruned - seed| <= atol + rtol*|seed|. "
+                          f"Default: {AUTO_ATOL:g} × max(1, largest |seed output|), because "
+                          "float32 rounding grows with the scale of the outputs."),
         click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
                      help="Relative tolerance (see --atol)."),
     ]

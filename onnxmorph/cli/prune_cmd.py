@@ -55,7 +55,7 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
           data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
-          exclude: tuple[str, ...], verify: bool, atol: float, rtol: float,
+          exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
@@ -88,7 +88,7 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
 def check_prune_options(model: str, out: Path, data: str | None, log: str | None, *,
                         budget: float, steps: int, finetune_steps: int, learning_rate: float,
                         strength: float | None, alive_threshold: float, round_to: int,
-                        min_channels: int, seed: int, atol: float, rtol: float) -> None:
+                        min_channels: int, seed: int, atol: float | None, rtol: float) -> None:
     """Everything that can be refused before the model is even read."""
     from onnxmorph.io import check_distinct_outputs, check_output_path, sidecar
     from onnxmorph.methods.select import check_budget
@@ -123,8 +123,9 @@ def _print_summary(report: dict, paths: dict) -> None:
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
     if "verify" in report:
         check = report["verify"]
+        atol = max(check["atol_used"].values(), default=0.0)
         click.echo(f"verify: passed (max |a-b| {check['max_abs_diff']:.2e} <= atol "
-                   f"{check['atol']:g} + rtol {check['rtol']:g} × |b|, batch sizes "
+                   f"{atol:.2g} + rtol {check['rtol']:g} × |b|, batch sizes "
                    f"{', '.join(map(str, check['batch_sizes']))})")
     for kind, path in paths.items():  # a str instead of a path: why it was not written
         click.echo(f"wrote {kind}: {path}" if isinstance(path, Path) else f"{kind}: {path}")

@@ -29,7 +29,7 @@ def _refuse_tolerance(ctx: click.Context, param: click.Parameter, value: float |
               callback=_refuse_tolerance)
 @input_shape_option
 @json_option
-def verify(seed: str, pruned: str, atol: float, rtol: float, input_shapes: tuple[str, ...],
+def verify(seed: str, pruned: str, atol: float | None, rtol: float, input_shapes: tuple[str, ...],
            as_json: bool) -> None:
     """Compare PRUNED with SEED on random inputs (two batch sizes when the batch is dynamic);
     exit 1 if an output differs by more than atol + rtol × |seed's output|."""

@@ -92,8 +92,8 @@ def quiet_session(model: onnx.ModelProto):
                                 providers=["CPUExecutionProvider"])
 
 
-def check_sliced(seed: Analysis, model: onnx.ModelProto, *, atol: float = DEFAULT_ATOL,
-                 rtol: float = DEFAULT_RTOL) -> dict:
+def check_sliced(seed: Analysis, model: onnx.ModelProto, *,
+                 atol: float | None = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> dict:
     """Checker, loads, and `verify` against the seed at two batch sizes; the verify report."""
     check_valid(model)
     check_loads(model)
@@ -107,11 +107,12 @@ def require_passed(report: dict, check: str) -> None:
     """A verify report made elsewhere (the gates folded before fine-tuning) must pass."""
     if not report.get("passed", False):
         raise _fail(check, f"max |a-b| {report.get('max_abs_diff', float('nan')):.3e} "
-                    f"(atol {report.get('atol')}, rtol {report.get('rtol')})",
+                    f"(atol {report.get('atol') or 'auto'}, rtol {report.get('rtol')})",
                     f"output '{report.get('worst_output')}'")
 
 
-def _verified(seed: Analysis, model: onnx.ModelProto, atol: float, rtol: float) -> VerifyReport:
+def _verified(seed: Analysis, model: onnx.ModelProto, atol: float | None,
+              rtol: float) -> VerifyReport:
     try:
         return verify_models(seed, model, atol=atol, rtol=rtol)
     except ModelLoadError as exc:  # shapes that differ from the seed's
