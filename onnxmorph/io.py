@@ -85,21 +85,26 @@ def _check_writable(folder: Path) -> None:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back for the duration; they are delivered when the block ends.
+    """Hold SIGINT/SIGTERM back for the duration; they take effect when the block ends.
 
     Anything that must not be interrupted halfway (a set of renames, a checkpoint) goes in
-    here: after the block, a handler (or the default action) runs on a consistent state.
+    here: after the block, the handler that was installed (or the default action) runs on a
+    consistent state. Python-level handlers rather than a signal mask: onnxruntime's and
+    BLAS's threads do not share the main thread's mask, and would take the signal.
     """
-    usable = (hasattr(signal, "pthread_sigmask")
-              and threading.current_thread() is threading.main_thread())
-    if not usable:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)
 
 
 def file_mode() -> int:

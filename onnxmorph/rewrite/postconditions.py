@@ -80,7 +80,20 @@ def check_loads(model: onnx.ModelProto):
     try:
         return quiet_session(model)
     except Exception as exc:
-        raise _fail("loads in onnxruntime", str(exc)) from exc
+        raise _fail("loads in onnxruntime", str(exc), _unregistered_op(model, str(exc))) from exc
+
+
+def _unregistered_op(model: onnx.ModelProto, message: str) -> str | None:
+    """onnxruntime names the op it lacks ("com.example:Relu(-1) is not a registered …"),
+    not the node: the first node of that op is the one to look at."""
+    match = re.search(r"([\w.]*):(\w+)\(-?\d+\) is not a registered", message)
+    if not match:
+        return None
+    domain, op_type = match.groups()
+    for node in model.graph.node:
+        if node.op_type == op_type and node.domain in (domain, "ai.onnx" if not domain else ""):
+            return f"node '{node.name}' ({op_type})"
+    return None
 
 
 def quiet_session(model: onnx.ModelProto):
