@@ -19,9 +19,14 @@ class _Group(click.Group):
         except OnnxMorphError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"onnxmorph: error: {exc}", err=True)
+            click.echo(f"onnxmorph: error: {one_line(str(exc))}", err=True)
             # A model onnxmorph made that fails its post-conditions says so with exit code 1.
             sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT))
+
+
+def one_line(message: str) -> str:
+    """Errors are one line (scripts grep them); a library's multi-line message is joined."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 @click.group(cls=_Group)

@@ -28,6 +28,8 @@ from onnxmorph.rewrite.verify import (
     check_same_inputs,
     default_batch_sizes,
     random_feeds,
+    seed_fails,
+    session_for,
     verify_models,
 )
 
@@ -78,7 +80,7 @@ def check_valid(model: onnx.ModelProto) -> None:
 def check_loads(model: onnx.ModelProto):
     """The model loads in onnxruntime; returns its session."""
     try:
-        return quiet_session(model)
+        return session_for(model)
     except Exception as exc:
         raise _fail("loads in onnxruntime", str(exc), _unregistered_op(model, str(exc))) from exc
 
@@ -94,15 +96,6 @@ def _unregistered_op(model: onnx.ModelProto, message: str) -> str | None:
         if node.op_type == op_type and node.domain in (domain, "ai.onnx" if not domain else ""):
             return f"node '{node.name}' ({op_type})"
     return None
-
-
-def quiet_session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # errors come back as exceptions; no second copy on stderr
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
 
 
 def check_sliced(seed: Analysis, model: onnx.ModelProto, *,
@@ -146,17 +139,24 @@ def check_trained(seed_model: onnx.ModelProto, model: onnx.ModelProto,
         check_same_inputs(seed_model, model, "the seed", "the written model")
     except OnnxMorphError as exc:
         raise _fail("same inputs as the seed", str(exc)) from exc
-    reference = quiet_session(seed_model)
+    try:
+        reference = session_for(seed_model)
+    except Exception as exc:
+        raise seed_fails("does not load", exc) from exc
     names = [o.name for o in reference.get_outputs()]
     rng = np.random.default_rng(0)
     batches = default_batch_sizes(seed_model, input_shapes)
     for batch in batches:
         feeds = random_feeds(seed_model, input_shapes, rng, batch)
         try:
+            expected = reference.run(names, feeds)
+        except Exception as exc:
+            raise seed_fails(f"fails to run at batch {batch}", exc) from exc
+        try:
             got = session.run(names, feeds)
         except Exception as exc:
             raise _fail(f"runs at batch {batch}", str(exc)) from exc
-        for name, want, have in zip(names, reference.run(names, feeds), got):
+        for name, want, have in zip(names, expected, got):
             if want.shape != have.shape:
                 raise _fail("output shapes equal the seed's",
                             f"shape {have.shape}, the seed's {want.shape} at batch {batch}",

@@ -41,6 +41,16 @@ class InputMismatchError(OnnxMorphError):
     """Two models that are compared do not take the same inputs."""
 
 
+class SeedRunError(OnnxMorphError):
+    """The seed model itself does not load or run in onnxruntime: bad input, not a bug."""
+
+
+def seed_fails(what: str, exc: Exception) -> SeedRunError:
+    message = " ".join(str(exc).split())
+    return SeedRunError(f"the seed model {what} in onnxruntime ({message[:300]}); onnxmorph "
+                        "needs a model that runs: check it with onnxruntime first")
+
+
 @dataclass
 class VerifyReport:
     max_abs_diff: float
@@ -118,14 +128,21 @@ def verify_models(
         analysis.loaded.model, analysis.channels.layouts, analysis.loaded.shapes,
         _keep_masks(analysis, removed_channels(pruned_model)),
     )
-    seed_session, pruned_session = session_for(reference), session_for(pruned_model)
+    try:
+        seed_session = session_for(reference)
+    except Exception as exc:
+        raise seed_fails("does not load", exc) from exc
+    pruned_session = session_for(pruned_model)
     rng = np.random.default_rng(random_seed)
     report = VerifyReport(max_abs_diff=0.0, atol=atol, rtol=rtol, outputs={},
                           worst_excess=-math.inf)
     for batch in batch_sizes or default_batch_sizes(analysis.loaded.model,
                                                     analysis.loaded.input_shapes):
         feeds = random_inputs(analysis, rng, batch)
-        expected = seed_session.run(None, feeds)
+        try:
+            expected = seed_session.run(None, feeds)
+        except Exception as exc:
+            raise seed_fails(f"fails to run at batch {batch}", exc) from exc
         got = pruned_session.run(None, feeds)
         names = [o.name for o in seed_session.get_outputs()]
         for name, want, have in zip(names, expected, got):
@@ -226,7 +243,7 @@ def session_for(model: onnx.ModelProto):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as exceptions; no copy on stderr
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
