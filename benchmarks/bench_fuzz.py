@@ -12,6 +12,7 @@ import argparse
 import collections
 import os
 import platform
+import re
 import sys
 import time
 from datetime import date
@@ -26,7 +27,8 @@ import onnxruntime  # noqa: E402
 import onnxmorph  # noqa: E402
 from tests.fuzz_cases import KINDS, outcome_of, run_cases  # noqa: E402
 
-OUTCOMES = ("ok", "refused", "traceback", "not one line", "bad output", "hang", "crash")
+OUTCOMES = ("ok", "refused", "traceback", "internal error", "not one line", "bad output",
+            "hang", "crash")
 
 
 def _outcome(result: dict) -> str:
@@ -93,8 +95,8 @@ def main() -> None:
 
 
 def _kind_of(message: str) -> str:
-    text = message.removeprefix("onnxmorph: error: ")
-    for cut in ("'/", "(", ":"):
+    text = re.sub(r"'[^']*'", "'…'", message.removeprefix("onnxmorph: error: "))
+    for cut in ("(", ":"):
         if cut in text[8:]:
             text = text[: 8 + text[8:].index(cut)]
     return text.strip().replace("|", "/")[:70]

@@ -17,7 +17,12 @@ from onnxmorph.methods.select import SelectionRules, check_budget
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels
-from onnxmorph.rewrite.postconditions import check_sliced, check_trained, require_passed
+from onnxmorph.rewrite.postconditions import (
+    check_seed_runs,
+    check_sliced,
+    check_trained,
+    require_passed,
+)
 from onnxmorph.rewrite.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerances
 
 METHODS = ("auto", "l1", "uniform", "gates")
@@ -101,6 +106,8 @@ def prune(
     if method == "gates" and data is None:
         raise PruningError("--method gates learns from data: pass --data loader.py")
     analysis = analyze(model, input_shapes)
+    if verify:
+        check_seed_runs(analysis)
     rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
     extra: dict = {}
     if method in ("l1", "uniform"):

@@ -22,7 +22,7 @@ from onnxmorph.methods.select import SelectionRules
 from onnxmorph.methods.uniform import uniform_width
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.grow import grow_channels
-from onnxmorph.rewrite.postconditions import check_sliced
+from onnxmorph.rewrite.postconditions import check_seed_runs, check_sliced
 from onnxmorph.rewrite.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerances
 
 _MAX_WIDTH = 8.0
@@ -67,6 +67,8 @@ def expand(
         raise PruningError(f"budget {budget} must be a positive number")
     check_tolerances(atol, rtol)
     analysis = analyze(model, input_shapes)
+    if verify:
+        check_seed_runs(analysis)
     rules = SelectionRules(round_to=round_to, min_channels=min_channels)
     expr = analysis.cost.expr(target)
     if budget is not None:

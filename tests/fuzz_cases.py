@@ -145,6 +145,8 @@ def _classify(result) -> dict:
         return {"exit": "traceback", "message": f"{type(exc).__name__}: {exc}"[:300]}
     lines = result.stderr.strip().splitlines()
     entry = {"exit": result.exit_code, "message": lines[0][:300] if lines else ""}
+    if entry["message"].startswith("onnxmorph: internal error: "):
+        entry["exit"] = "internal error"  # a traceback the CLI turned into one line
     if result.exit_code != 0 and len(lines) != 1:
         entry["exit"] = "not one line"
         entry["message"] = result.stderr[:300]
@@ -234,6 +236,8 @@ def outcome_of(result: dict) -> str:
     exits = [result[c]["exit"] for c in ("analyze", "prune")]
     if "traceback" in exits:
         return "traceback"
+    if "internal error" in exits:
+        return "internal error"
     if "not one line" in exits:
         return "not one line"
     if result.get("recheck", "passed") != "passed":

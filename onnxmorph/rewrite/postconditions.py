@@ -98,6 +98,20 @@ def _unregistered_op(model: onnx.ModelProto, message: str) -> str | None:
     return None
 
 
+def check_seed_runs(seed: Analysis) -> None:
+    """Before any work: the seed loads and runs in onnxruntime at its analysed shapes — else
+    nothing made from it could be verified, and the fault is the seed's (exit code 2)."""
+    try:
+        session = session_for(seed.loaded.model)
+    except Exception as exc:
+        raise seed_fails("does not load", exc) from exc
+    feeds = random_feeds(seed.loaded.model, seed.loaded.input_shapes, np.random.default_rng(0))
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        raise seed_fails("fails to run", exc) from exc
+
+
 def check_sliced(seed: Analysis, model: onnx.ModelProto, *,
                  atol: float | None = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> dict:
     """Checker, loads, and `verify` against the seed at two batch sizes; the verify report."""

@@ -150,3 +150,33 @@ def test_offending_node_reads_checker_and_runtime_messages():
     assert offending_node("input 'x' of node: \nname: conv1 OpType: Conv\n is not") == "conv1"
     assert offending_node("no node here") is None
     assert PostconditionError("x").exit_code == 1
+
+
+def test_a_seed_that_does_not_run_is_bad_input_not_a_bug(tmp_path):
+    """Flatten(axis=3) passes onnx's checks but feeds Gemm 1 feature instead of 64: the seed
+    itself fails in onnxruntime, which is refused before any work (exit 2)."""
+    model = onnx.load(str(RESNET))
+    flatten = next(n for n in model.graph.node if n.op_type == "Flatten")
+    flatten.attribute[0].i = 3
+    seed = tmp_path / "seed.onnx"
+    onnx.save(model, str(seed))
+    result = invoke("prune", seed, "--method", "l1", "-o", tmp_path / "out.onnx")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "the seed model fails to run" in lines[0]
+    assert "/fc/Gemm" in lines[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["seed.onnx"]
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    def bug(*args, **kwargs):
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr(onnxmorph.api, "slice_channels", bug)
+    result = invoke("prune", RESNET, "--method", "l1", "-o", tmp_path / "out.onnx")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxmorph: internal error: TypeError")
+    assert "--debug" in lines[0] and list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError):  # --debug lets the traceback through
+        invoke("--debug", "prune", RESNET, "--method", "l1", "-o", tmp_path / "out.onnx")
