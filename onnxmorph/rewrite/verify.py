@@ -153,7 +153,7 @@ def verify_models(
                     "together")
             used = atol if atol is not None else auto_atol(want)
             report.used_atol[name] = max(report.used_atol.get(name, 0.0), used)
-            diff, excess = _compare(have, want, used, rtol)
+            diff, excess = compare_outputs(have, want, used, rtol)
             report.outputs[name] = max(report.outputs.get(name, 0.0), diff)
             if excess > report.worst_excess:
                 report.worst_excess, report.worst_output = excess, name
@@ -170,13 +170,15 @@ def auto_atol(want: np.ndarray) -> float:
     return AUTO_ATOL * max(1.0, float(finite.max()) if finite.size else 1.0)
 
 
-def _compare(have: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple[float, float]:
+def compare_outputs(have: np.ndarray, want: np.ndarray, atol: float,
+                    rtol: float) -> tuple[float, float]:
     """(max |a-b|, max of |a-b| - atol - rtol*|b|); NaN where both are NaN counts as equal."""
     if not want.size:
         return 0.0, -atol
     a, b = have.astype(np.float64), want.astype(np.float64)
     same = (a == b) | (np.isnan(a) & np.isnan(b))  # equal infinities too
-    diff = np.where(same, 0.0, np.abs(a - b))
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, counted as infinitely apart
+        diff = np.where(same, 0.0, np.abs(a - b))
     diff = np.where(np.isnan(diff), np.inf, diff)
     excess = np.where(same, -atol, diff - atol - rtol * np.abs(np.nan_to_num(b)))
     return float(diff.max()), float(excess.max())
