@@ -9,6 +9,7 @@ import click
 
 from onnxmorph.cli.options import (
     check_range,
+    check_ranges,
     input_shape_option,
     json_option,
     tolerance_options,
@@ -42,12 +43,9 @@ def expand(model: str, output: str | None, width: float | None, budget: float | 
     from onnxmorph.io import check_output_path, sidecar
 
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".expanded.onnx")
-    check_range("--width", width, above=0, at_most=8)
-    check_range("--budget", budget, above=0)
-    check_range("--round-to", round_to, at_least=1)
-    check_range("--seed", seed, at_least=0)
-    check_range("--atol", atol, at_least=0)
-    check_range("--rtol", rtol, at_least=0)
+    check_range("--budget", budget, above=0)  # may exceed 1: expand grows
+    check_ranges({"--width": width, "--round-to": round_to, "--seed": seed, "--atol": atol,
+                  "--rtol": rtol})
     for path in (out, sidecar(out, "report.json")):
         check_output_path(path, inputs=[model])
     result = run_expand(model, width=width, budget=budget, target=target, round_to=round_to,

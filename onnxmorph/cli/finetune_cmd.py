@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import check_range, training_options, verify_option
+from onnxmorph.cli.options import check_ranges, training_options, verify_option
 
 
 @click.command()
@@ -35,9 +35,7 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
     if data is None:
         raise DataError("finetune needs --data loader.py")
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".finetuned.onnx")
-    check_range("--steps", steps, at_least=1)
-    check_range("--lr", learning_rate, above=0)
-    check_range("--seed", seed, at_least=0)
+    check_ranges({"--steps": steps, "--lr": learning_rate, "--seed": seed})
     for path in (out, log):
         if path is not None:
             check_output_path(path, inputs=[model, data, teacher])

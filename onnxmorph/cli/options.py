@@ -89,3 +89,19 @@ def check_range(option: str, value: float | int | None, *, above: float | None =
                                            if bound is not None):
         raise OptionValueError(f"{option} must be a finite number {' and '.join(wanted)} "
                                f"(got {value})")
+
+
+# The range of every numeric option that has one, in check_range's words.
+RANGES: dict[str, dict[str, float]] = {
+    "--steps": {"at_least": 1}, "--finetune-steps": {"at_least": 0}, "--lr": {"above": 0},
+    "--strength": {"at_least": 0}, "--alive-threshold": {"above": 0, "below": 1},
+    "--round-to": {"at_least": 1}, "--min-channels": {"at_least": 0},
+    "--seed": {"at_least": 0}, "--atol": {"at_least": 0}, "--rtol": {"at_least": 0},
+    "--width": {"above": 0, "at_most": 8},
+}
+
+
+def check_ranges(values: dict[str, float | int | None]) -> None:
+    """check_range for each `--option: value` by RANGES."""
+    for option, value in values.items():
+        check_range(option, value, **RANGES[option])

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from onnxmorph.cli.options import (
-    check_range,
+    check_ranges,
     input_shape_option,
     json_option,
     tolerance_options,
@@ -94,16 +94,10 @@ def check_prune_options(model: str, out: Path, data: str | None, log: str | None
     from onnxmorph.methods.select import check_budget
 
     check_budget(budget)
-    check_range("--steps", steps, at_least=1)
-    check_range("--finetune-steps", finetune_steps, at_least=0)
-    check_range("--lr", learning_rate, above=0)
-    check_range("--strength", strength, at_least=0)
-    check_range("--alive-threshold", alive_threshold, above=0, below=1)
-    check_range("--round-to", round_to, at_least=1)
-    check_range("--min-channels", min_channels, at_least=0)
-    check_range("--seed", seed, at_least=0)
-    check_range("--atol", atol, at_least=0)
-    check_range("--rtol", rtol, at_least=0)
+    check_ranges({"--steps": steps, "--finetune-steps": finetune_steps, "--lr": learning_rate,
+                  "--strength": strength, "--alive-threshold": alive_threshold,
+                  "--round-to": round_to, "--min-channels": min_channels, "--seed": seed,
+                  "--atol": atol, "--rtol": rtol})
     outputs = [out, *(sidecar(out, s) for s in ("structure.json", "report.json",
                                                  "structure.png")), log]
     for path in outputs:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from onnxmorph.cli.options import check_range, input_shape_option, json_option, tolerance_options
+from onnxmorph.cli.options import check_ranges, input_shape_option, json_option, tolerance_options
 from onnxmorph.errors import OnnxMorphError
 
 
@@ -38,8 +38,7 @@ def verify(seed: str, pruned: str, atol: float | None, rtol: float, input_shapes
     from onnxmorph.rewrite import verify_models
     from onnxmorph.rewrite.verify import check_same_inputs
 
-    check_range("--atol", atol, at_least=0)
-    check_range("--rtol", rtol, at_least=0)
+    check_ranges({"--atol": atol, "--rtol": rtol})
     seed_model, pruned_model = read_model_file(seed), read_model_file(pruned)
     check_same_inputs(seed_model, pruned_model, f"'{seed}'", f"'{pruned}'")
     report = verify_models(seed_model, pruned_model, parse_input_shapes(input_shapes),
