@@ -27,8 +27,8 @@ import onnxruntime  # noqa: E402
 import onnxmorph  # noqa: E402
 from tests.fuzz_cases import KINDS, outcome_of, run_cases  # noqa: E402
 
-OUTCOMES = ("ok", "refused", "traceback", "internal error", "not one line", "bad output",
-            "hang", "crash")
+OUTCOMES = ("ok", "refused", "caught by post-conditions", "traceback", "internal error",
+            "not one line", "bad output", "hang", "crash")
 
 
 def _outcome(result: dict) -> str:
@@ -65,8 +65,10 @@ def main() -> None:
         f"- {len(results)} cases in {seconds:.0f} s; samples/mobilenet_seed.onnx and "
         "samples/resnet_seed.onnx alternately, one mutation each (tests/fuzz_cases.py)",
         "- ok: prune exit 0 and the written model passes checker, onnxruntime load and verify "
-        "against the mutated seed, re-checked from the file; refused: exit 1 or 2 with one "
-        "line on stderr",
+        "against the mutated seed, re-checked from the file; refused: exit 2 with one line "
+        "on stderr; caught by post-conditions: exit 1, one line, nothing written (a model "
+        "onnxmorph got wrong); internal error: an unexpected exception the CLI turned into "
+        "one line and exit 1 (a bug, listed below); crash: the process died by a signal",
         "",
         "| mutation | " + " | ".join(OUTCOMES) + " |",
         "|---|" + "---|" * len(OUTCOMES),
@@ -83,7 +85,7 @@ def main() -> None:
         for r in problems[:30]:
             detail = r.get("outcome") or next(
                 (f"{c}: {r[c]['message']}" for c in ("analyze", "prune")
-                 if r[c]["exit"] not in (0, 1, 2)), r.get("recheck", ""))
+                 if r[c]["exit"] not in (0, 2)), r.get("recheck", ""))
             lines.append(f"- case {r['case']} ({r['sample']}, {r['mutation']}): {detail}")
     messages = collections.Counter(_kind_of(r["prune"]["message"]) for r in results
                                    if "prune" in r and r["prune"]["exit"] in (1, 2))
