@@ -34,7 +34,8 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
 
     if data is None:
         raise DataError("finetune needs --data loader.py")
-    out = Path(output) if output else Path(model).with_suffix("").with_suffix(".finetuned.onnx")
+    # MODEL's whole stem, as prune does: "a.v2.onnx" → "a.v2.finetuned.onnx".
+    out = Path(output) if output else Path(model).with_name(Path(model).stem + ".finetuned.onnx")
     check_ranges({"--steps": steps, "--lr": learning_rate, "--seed": seed})
     for path in (out, log):
         if path is not None:

@@ -24,6 +24,7 @@ from onnxmorph.graph.analysis import Analysis
 from onnxmorph.rewrite.verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
+    SeedRunError,
     VerifyReport,
     check_same_inputs,
     default_batch_sizes,
@@ -107,9 +108,17 @@ def check_seed_runs(seed: Analysis) -> None:
         raise seed_fails("does not load", exc) from exc
     feeds = random_feeds(seed.loaded.model, seed.loaded.input_shapes, np.random.default_rng(0))
     try:
-        session.run(None, feeds)
+        outputs = session.run(None, feeds)
     except Exception as exc:
         raise seed_fails("fails to run", exc) from exc
+    for output, value in zip(session.get_outputs(), outputs):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            # Removing a channel that makes NaN is not the same as zeroing it: nothing made
+            # from this seed could be verified.
+            raise SeedRunError(
+                f"the seed model's output '{output.name}' is not finite (NaN or inf) on "
+                "standard-normal inputs, so onnxmorph cannot verify what it makes from it; "
+                "fix the model, or skip the checks with --no-verify")
 
 
 def check_sliced(seed: Analysis, model: onnx.ModelProto, *,

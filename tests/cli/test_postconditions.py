@@ -180,3 +180,17 @@ def test_an_unexpected_exception_is_one_line_and_exit_1(tmp_path, monkeypatch):
     assert "--debug" in lines[0] and list(tmp_path.iterdir()) == []
     with pytest.raises(TypeError):  # --debug lets the traceback through
         invoke("--debug", "prune", RESNET, "--method", "l1", "-o", tmp_path / "out.onnx")
+
+
+def test_a_seed_with_non_finite_outputs_is_bad_input(tmp_path):
+    """BatchNormalization with epsilon -1 gives NaN: removing such a channel is not zeroing
+    it, so nothing made from this seed can be verified (a case the fuzzer found)."""
+    model = onnx.load(str(RESNET))
+    norm = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    next(a for a in norm.attribute if a.name == "epsilon").f = -1.0
+    seed = tmp_path / "seed.onnx"
+    onnx.save(model, str(seed))
+    result = invoke("prune", seed, "--method", "l1", "-o", tmp_path / "out.onnx")
+    assert result.exit_code == 2, result.output
+    assert "is not finite" in result.stderr and "--no-verify" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["seed.onnx"]
