@@ -1,0 +1,105 @@
+"""Small transformer encoders built the way PyTorch exports them (for the attention tests).
+
+Tokens [B, N, F] → patch projection → L pre-norm blocks of multi-head self-attention (separate
+or fused QKV, Reshape [B, T, H, D], Transpose, QKᵀ, scale, Softmax, AV, Transpose, Reshape,
+output projection) and an MLP (Linear → GELU → Linear) → mean over tokens → classifier.
+LayerNormalization at opset 17, decomposed (ReduceMean, Sub, Pow, Sqrt, Div) at opset 14.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tests.onnx_builders import GraphBuilder
+
+
+class EncoderBuilder(GraphBuilder):
+    def __init__(self, opset: int, embed: int, heads: int, seed: int = 0) -> None:
+        super().__init__(seed=seed, opset=opset)
+        self.embed, self.heads = embed, heads
+
+    def weight(self, shape, name=None):
+        std = 1.0 / math.sqrt(shape[0]) if len(shape) == 2 else 0.1
+        return self.const(self.rng.normal(0.0, std, size=tuple(shape)).astype(np.float32), name)
+
+    def linear(self, x: str, n_in: int, n_out: int, name: str) -> str:
+        y = self.node("MatMul", [x, self.weight([n_in, n_out])], name=name)
+        return self.node("Add", [y, self.weight([n_out])], name=f"{name}_bias")
+
+    def layer_norm(self, x: str, name: str) -> str:
+        gamma = self.const(1.0 + 0.1 * self.rng.standard_normal(self.embed))
+        beta = self.weight([self.embed])
+        if self.opset >= 17:
+            return self.node("LayerNormalization", [x, gamma, beta], name=name, axis=-1)
+        mean = self.node("ReduceMean", [x], name=f"{name}_mean", axes=[-1])
+        centred = self.node("Sub", [x, mean], name=f"{name}_sub")
+        var = self.node("ReduceMean", [self.node("Pow", [centred, self.const(2.0)])],
+                        axes=[-1])
+        std = self.node("Sqrt", [self.node("Add", [var, self.const(1e-5)])])
+        normed = self.node("Div", [centred, std])
+        return self.node("Add", [self.node("Mul", [normed, gamma]), beta], name=name)
+
+    def heads_of(self, x: str, name: str) -> str:
+        """[B, T, E] → [B, H, T, D] (PyTorch's view + transpose)."""
+        d = self.embed // self.heads
+        split = self.node("Reshape", [x, self.ints([0, 0, self.heads, d])], name=f"{name}_split")
+        return self.node("Transpose", [split], name=f"{name}_heads", perm=[0, 2, 1, 3])
+
+    def attention(self, x: str, name: str, fused: bool) -> str:
+        e, d = self.embed, self.embed // self.heads
+        if fused:
+            qkv = self.linear(x, e, 3 * e, f"{name}_qkv")
+            q, k, v = self.node("Split", [qkv, self.ints([e, e, e])], outputs=3,
+                                name=f"{name}_split_qkv", axis=-1)
+        else:
+            q, k, v = (self.linear(x, e, e, f"{name}_{p}") for p in "qkv")
+        q, k, v = (self.heads_of(t, f"{name}_{p}") for t, p in zip((q, k, v), "qkv"))
+        k_t = self.node("Transpose", [k], name=f"{name}_kt", perm=[0, 1, 3, 2])
+        scores = self.node("MatMul", [q, k_t], name=f"{name}_qk")
+        scaled = self.node("Mul", [scores, self.const(1.0 / math.sqrt(d))])
+        attn = self.node("Softmax", [scaled], name=f"{name}_softmax", axis=-1)
+        context = self.node("MatMul", [attn, v], name=f"{name}_av")
+        merged = self.node("Transpose", [context], perm=[0, 2, 1, 3])
+        tokens = self.node("Reshape", [merged, self.ints([0, 0, e])], name=f"{name}_merge")
+        return self.linear(tokens, e, e, f"{name}_out")
+
+    def mlp(self, x: str, hidden: int, name: str) -> str:
+        h = self.linear(x, self.embed, hidden, f"{name}_fc1")
+        erf = self.node("Erf", [self.node("Div", [h, self.const(math.sqrt(2.0))])])
+        gelu = self.node("Mul", [self.node("Mul", [h, self.const(0.5)]),
+                                 self.node("Add", [erf, self.const(1.0)])])
+        return self.linear(gelu, hidden, self.embed, f"{name}_fc2")
+
+
+def encoder_model(opset: int = 17, fused: bool = False, layers: int = 2, tokens: int = 6,
+                  features: int = 5, embed: int = 16, heads: int = 4, hidden: int = 24,
+                  classes: int = 3, seed: int = 0):
+    b = EncoderBuilder(opset, embed, heads, seed)
+    x = b.input("x", ["batch", tokens, features])
+    h = b.linear(x, features, embed, "embed")
+    h = b.node("Add", [h, b.weight([1, tokens, embed])], name="pos_embed")
+    for i in range(layers):
+        h = b.node("Add", [h, b.attention(b.layer_norm(h, f"ln{i}a"), f"attn{i}", fused)],
+                   name=f"res{i}a")
+        h = b.node("Add", [h, b.mlp(b.layer_norm(h, f"ln{i}b"), hidden, f"mlp{i}")],
+                   name=f"res{i}b")
+    pooled = b.node("ReduceMean", [b.layer_norm(h, "ln_final")], axes=[1], keepdims=0)
+    return b.model([b.linear(pooled, embed, classes, "classifier")])
+
+
+def independent_macs(layers: int = 2, tokens: int = 6, features: int = 5, embed: int = 16,
+                     heads: int = 4, hidden: int = 24, classes: int = 3,
+                     alive_heads=None, alive_hidden=None) -> int:
+    """Multiply-adds at batch 1 counted from the architecture, per layer's kept heads/units."""
+    d = embed // heads
+    total = tokens * features * embed + embed * classes
+    for i in range(layers):
+        h = heads if alive_heads is None else alive_heads[i]
+        m = hidden if alive_hidden is None else alive_hidden[i]
+        total += tokens * embed * 3 * h * d  # Q, K, V projections
+        total += 2 * h * tokens * tokens * d  # QKᵀ and AV
+        total += tokens * h * d * embed  # output projection
+        total += 2 * tokens * embed * m  # MLP
+    return total
