@@ -16,9 +16,10 @@ from tests.onnx_builders import GraphBuilder
 
 
 class EncoderBuilder(GraphBuilder):
-    def __init__(self, opset: int, embed: int, heads: int, seed: int = 0) -> None:
+    def __init__(self, opset: int, embed: int, heads: int, seed: int = 0,
+                 shape_chain: bool = False) -> None:
         super().__init__(seed=seed, opset=opset)
-        self.embed, self.heads = embed, heads
+        self.embed, self.heads, self.shape_chain = embed, heads, shape_chain
 
     def weight(self, shape, name=None):
         std = 1.0 / math.sqrt(shape[0]) if len(shape) == 2 else 0.1
@@ -41,28 +42,50 @@ class EncoderBuilder(GraphBuilder):
         normed = self.node("Div", [centred, std])
         return self.node("Add", [self.node("Mul", [normed, gamma]), beta], name=name)
 
+    def head_target(self, x: str, inner: list[int]) -> str:
+        """A Reshape target [B, T, *inner]: constant, or computed from Shape(x) like
+        `x.size()[:-1] + (H, D)` in a Hugging Face export."""
+        if not self.shape_chain:
+            return self.ints([0, 0, *inner])
+        leading = self.node("Slice", [self.node("Shape", [x]), self.ints([0]), self.ints([2])])
+        return self.node("Concat", [leading, self.ints(inner)], axis=0)
+
     def heads_of(self, x: str, name: str) -> str:
         """[B, T, E] → [B, H, T, D] (PyTorch's view + transpose)."""
         d = self.embed // self.heads
-        split = self.node("Reshape", [x, self.ints([0, 0, self.heads, d])], name=f"{name}_split")
+        split = self.node("Reshape", [x, self.head_target(x, [self.heads, d])],
+                          name=f"{name}_split")
         return self.node("Transpose", [split], name=f"{name}_heads", perm=[0, 2, 1, 3])
 
-    def attention(self, x: str, name: str, fused: bool) -> str:
+    def attention(self, x: str, name: str, qkv: str) -> str:
+        """qkv: "separate" projections, or one fused projection cut by "split", "slice" or
+        "gather" (timm: reshape [B, T, 3, H, D], permute, q = qkv[0])."""
         e, d = self.embed, self.embed // self.heads
-        if fused:
-            qkv = self.linear(x, e, 3 * e, f"{name}_qkv")
-            q, k, v = self.node("Split", [qkv, self.ints([e, e, e])], outputs=3,
-                                name=f"{name}_split_qkv", axis=-1)
+        if qkv == "separate":
+            q, k, v = (self.heads_of(self.linear(x, e, e, f"{name}_{p}"), f"{name}_{p}")
+                       for p in "qkv")
+        elif qkv == "gather":
+            fused = self.linear(x, e, 3 * e, f"{name}_qkv")
+            five = self.node("Reshape", [fused, self.head_target(fused, [3, self.heads, d])])
+            stacked = self.node("Transpose", [five], perm=[2, 0, 3, 1, 4])
+            q, k, v = (self.node("Gather", [stacked, self.ints(i)], axis=0) for i in range(3))
         else:
-            q, k, v = (self.linear(x, e, e, f"{name}_{p}") for p in "qkv")
-        q, k, v = (self.heads_of(t, f"{name}_{p}") for t, p in zip((q, k, v), "qkv"))
+            fused = self.linear(x, e, 3 * e, f"{name}_qkv")
+            if qkv == "split":
+                parts = self.node("Split", [fused, self.ints([e, e, e])], outputs=3,
+                                  name=f"{name}_split_qkv", axis=-1)
+            else:
+                parts = [self.node("Slice", [fused, self.ints([i * e]), self.ints([i * e + e]),
+                                             self.ints([2])]) for i in range(3)]
+            q, k, v = (self.heads_of(t, f"{name}_{p}") for t, p in zip(parts, "qkv"))
         k_t = self.node("Transpose", [k], name=f"{name}_kt", perm=[0, 1, 3, 2])
         scores = self.node("MatMul", [q, k_t], name=f"{name}_qk")
         scaled = self.node("Mul", [scores, self.const(1.0 / math.sqrt(d))])
         attn = self.node("Softmax", [scaled], name=f"{name}_softmax", axis=-1)
         context = self.node("MatMul", [attn, v], name=f"{name}_av")
         merged = self.node("Transpose", [context], perm=[0, 2, 1, 3])
-        tokens = self.node("Reshape", [merged, self.ints([0, 0, e])], name=f"{name}_merge")
+        tokens = self.node("Reshape", [merged, self.head_target(merged, [e])],
+                           name=f"{name}_merge")
         return self.linear(tokens, e, e, f"{name}_out")
 
     def mlp(self, x: str, hidden: int, name: str) -> str:
@@ -73,15 +96,15 @@ class EncoderBuilder(GraphBuilder):
         return self.linear(gelu, hidden, self.embed, f"{name}_fc2")
 
 
-def encoder_model(opset: int = 17, fused: bool = False, layers: int = 2, tokens: int = 6,
+def encoder_model(opset: int = 17, qkv: str = "separate", layers: int = 2, tokens: int = 6,
                   features: int = 5, embed: int = 16, heads: int = 4, hidden: int = 24,
-                  classes: int = 3, seed: int = 0):
-    b = EncoderBuilder(opset, embed, heads, seed)
+                  classes: int = 3, seed: int = 0, shape_chain: bool = False):
+    b = EncoderBuilder(opset, embed, heads, seed, shape_chain)
     x = b.input("x", ["batch", tokens, features])
     h = b.linear(x, features, embed, "embed")
     h = b.node("Add", [h, b.weight([1, tokens, embed])], name="pos_embed")
     for i in range(layers):
-        h = b.node("Add", [h, b.attention(b.layer_norm(h, f"ln{i}a"), f"attn{i}", fused)],
+        h = b.node("Add", [h, b.attention(b.layer_norm(h, f"ln{i}a"), f"attn{i}", qkv)],
                    name=f"res{i}a")
         h = b.node("Add", [h, b.mlp(b.layer_norm(h, f"ln{i}b"), hidden, f"mlp{i}")],
                    name=f"res{i}b")

@@ -1,0 +1,55 @@
+"""Pruning attention heads and MLP units of small PyTorch-style encoders (dynamic batch): the
+L1 prune at 0.5 MACs removes whole heads (their D columns of Q, K, V and D rows of the output
+projection, and the head count in every Reshape target), costs what the architecture costs at
+the kept widths, and computes the seed with the removed channels zeroed at batch 1 and 3."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import onnxmorph
+from onnxmorph.graph import analyze
+from tests.attention_models import encoder_model, independent_macs
+from tests.rewrite._oracles import assert_matches_zeroed_seed
+
+
+def _kept(result):
+    analysis = result.analysis
+    kept = {"heads": [], "hidden": []}
+    for group in analysis.channels.prunable_groups():
+        key = "heads" if any("attn" in layer for layer in group.layers) else "hidden"
+        kept[key].append(int(result.alive[group.units].sum()))
+    return kept
+
+
+@pytest.mark.parametrize("opset,qkv,shape_chain", [
+    (14, "separate", False), (17, "separate", True), (14, "split", True),
+    (17, "slice", False), (17, "gather", True), (14, "gather", False),
+])
+def test_l1_half_prunes_heads_and_mlp_units_exactly(opset, qkv, shape_chain):
+    seed = encoder_model(opset=opset, qkv=qkv, shape_chain=shape_chain)
+    result = onnxmorph.prune(seed, method="l1", budget=0.5)
+    onnx.checker.check_model(result.model, full_check=True)
+    kept = _kept(result)
+    assert len(kept["heads"]) == 2 and min(kept["heads"]) < 4 and min(kept["hidden"]) < 24
+    macs = independent_macs(alive_heads=kept["heads"], alive_hidden=kept["hidden"])
+    assert analyze(result.model).macs == macs <= 0.5 * independent_macs()
+    assert result.analysis.cost.macs(result.alive.astype(float)) == macs
+    assert_matches_zeroed_seed(result, seed, "x", (6, 5))
+
+
+def test_head_count_is_rewritten_in_every_reshape_target():
+    result = onnxmorph.prune(encoder_model(qkv="separate"), method="l1", budget=0.5)
+    heads = _kept(result)["heads"]
+    values = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    for layer, count in enumerate(heads):
+        for part in "qkv":
+            node = next(n for n in result.model.graph.node
+                        if n.name == f"attn{layer}_{part}_split")
+            assert values[node.input[1]].tolist() == [0, 0, count, 4]
+        merge = next(n for n in result.model.graph.node if n.name == f"attn{layer}_merge")
+        assert values[merge.input[1]].tolist() == [0, 0, 4 * count]
+        out = next(n for n in result.model.graph.node if n.name == f"attn{layer}_out")
+        assert values[out.input[1]].shape == (4 * count, 16)
