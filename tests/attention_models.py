@@ -98,10 +98,17 @@ class EncoderBuilder(GraphBuilder):
 
 def encoder_model(opset: int = 17, qkv: str = "separate", layers: int = 2, tokens: int = 6,
                   features: int = 5, embed: int = 16, heads: int = 4, hidden: int = 24,
-                  classes: int = 3, seed: int = 0, shape_chain: bool = False):
+                  classes: int = 3, seed: int = 0, shape_chain: bool = False,
+                  cls_token: bool = False):
     b = EncoderBuilder(opset, embed, heads, seed, shape_chain)
     x = b.input("x", ["batch", tokens, features])
     h = b.linear(x, features, embed, "embed")
+    if cls_token:  # torchvision: class_token.expand(n, -1, -1), concatenated to the tokens
+        batch = b.node("Slice", [b.node("Shape", [x]), b.ints([0]), b.ints([1])])
+        cls_shape = b.node("Concat", [batch, b.ints([1, embed])], axis=0)
+        cls = b.node("Expand", [b.weight([1, 1, embed]), cls_shape], name="cls_expand")
+        h = b.node("Concat", [cls, h], axis=1, name="with_cls")
+        tokens += 1
     h = b.node("Add", [h, b.weight([1, tokens, embed])], name="pos_embed")
     for i in range(layers):
         h = b.node("Add", [h, b.attention(b.layer_norm(h, f"ln{i}a"), f"attn{i}", qkv)],
@@ -114,10 +121,11 @@ def encoder_model(opset: int = 17, qkv: str = "separate", layers: int = 2, token
 
 def independent_macs(layers: int = 2, tokens: int = 6, features: int = 5, embed: int = 16,
                      heads: int = 4, hidden: int = 24, classes: int = 3,
-                     alive_heads=None, alive_hidden=None) -> int:
+                     alive_heads=None, alive_hidden=None, cls_token: bool = False) -> int:
     """Multiply-adds at batch 1 counted from the architecture, per layer's kept heads/units."""
     d = embed // heads
     total = tokens * features * embed + embed * classes
+    tokens += int(cls_token)
     for i in range(layers):
         h = heads if alive_heads is None else alive_heads[i]
         m = hidden if alive_hidden is None else alive_hidden[i]

@@ -45,11 +45,12 @@ def test_each_layer_has_one_group_of_h_head_units(opset, qkv):
     assert not any(g.prunable for g in analysis.groups if f"res{0}a" in g.tensors)
 
 
-@pytest.mark.parametrize("opset", [14, 17])
-@pytest.mark.parametrize("qkv", ["separate", "gather"])
-def test_macs_are_the_architectures_for_any_alive_heads(opset, qkv):
-    analysis = analyze(encoder_model(opset=opset, qkv=qkv, shape_chain=True))
-    assert analysis.macs == independent_macs()
+@pytest.mark.parametrize("opset,qkv,cls", [
+    (14, "separate", False), (17, "separate", True), (14, "gather", True), (17, "gather", False),
+])
+def test_macs_are_the_architectures_for_any_alive_heads(opset, qkv, cls):
+    analysis = analyze(encoder_model(opset=opset, qkv=qkv, shape_chain=True, cls_token=cls))
+    assert analysis.macs == independent_macs(cls_token=cls)
     heads, mlps = _heads_and_mlps(analysis)
     rng = np.random.default_rng(opset)
     alive = analysis.all_alive()
@@ -59,13 +60,14 @@ def test_macs_are_the_architectures_for_any_alive_heads(opset, qkv):
             dead = rng.choice(group.units, size=rng.integers(1, group.channels), replace=False)
             alive[dead] = 0.0
             kept.append(group.channels - dead.size)
-    assert analysis.cost.macs(alive) == independent_macs(alive_heads=kept_heads,
-                                                         alive_hidden=kept_hidden)
+    assert analysis.cost.macs(alive) == independent_macs(
+        alive_heads=kept_heads, alive_hidden=kept_hidden, cls_token=cls)
     # A gate half-open on one head costs half that head's MACs (differentiable, linear).
     half = analysis.all_alive()
     half[heads[0].units[0]] = 0.5
-    per_head = independent_macs() - independent_macs(alive_heads=[3, 4])
-    assert analysis.cost.macs(half) == pytest.approx(independent_macs() - per_head / 2)
+    full = independent_macs(cls_token=cls)
+    per_head = full - independent_macs(alive_heads=[3, 4], cls_token=cls)
+    assert analysis.cost.macs(half) == pytest.approx(full - per_head / 2)
 
 
 def test_attention_macs_are_counted_per_head():

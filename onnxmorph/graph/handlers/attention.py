@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext
+from onnxmorph.graph.handlers.base import Coupling, Fresh, Layout, NodeContext, register
 
 _ROLES_A = ("batch", "rows", "contracted")  # A: [..., M, K]
 _ROLES_B = ("batch", "contracted", "cols")  # B: [..., K, N]
@@ -63,3 +63,20 @@ def _per_head(layout: Layout, head_axis: int) -> np.ndarray:
     position = layout.axes.index(head_axis)
     ids = np.moveaxis(layout.ids, position, 0)
     return ids.reshape(ids.shape[0], -1)
+
+
+@register("Expand")
+def expand(ctx: NodeContext) -> Coupling:
+    """A broadcast to a bigger shape: channels stay where they are (aligned from the right).
+    A constant expanded to the batch (ViT's class token) gets channels of its own on the last
+    axis, pinned: onnxmorph does not slice a run-time broadcast of a constant."""
+    layout, shape, out = ctx.in_layouts[0], ctx.in_shapes[0], ctx.out_shapes[0]
+    if shape is None or not out:
+        return ctx.boundary(f"Expand '{ctx.name}' has an unknown shape")
+    if layout is None:
+        reason = f"Expand '{ctx.name}' broadcasts a constant (a class token) at run time"
+        return Coupling(outputs=[Fresh(axis=len(out) - 1, count=out[-1], pinned=reason)])
+    shift = len(out) - len(shape)
+    if any(shape[a] != out[a + shift] for a in layout.axes):
+        return ctx.boundary(f"Expand '{ctx.name}' broadcasts along a channel axis")
+    return ctx.passthrough(Layout(tuple(a + shift for a in layout.axes), layout.ids))
