@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 import onnxmorph
 from onnxmorph.graph import analyze
+from onnxmorph.graph.load import load_model
 from tests.attention_models import encoder_model, independent_macs
 from tests.rewrite._oracles import assert_matches_zeroed_seed
 
@@ -29,13 +30,25 @@ def _kept(result):
     (17, "slice", False), (17, "gather", True), (14, "gather", False),
 ])
 def test_l1_half_prunes_heads_and_mlp_units_exactly(opset, qkv, shape_chain):
-    seed = encoder_model(opset=opset, qkv=qkv, shape_chain=shape_chain)
+    _check_l1_half(encoder_model(opset=opset, qkv=qkv, shape_chain=shape_chain), False)
+
+
+@pytest.mark.parametrize("opset,qkv", [(14, "separate"), (17, "gather")])
+def test_l1_half_prunes_a_class_token_encoder_exactly(opset, qkv):
+    seed = encoder_model(opset=opset, qkv=qkv, shape_chain=True, cls_token=True)
+    if "Expand" not in [n.op_type for n in load_model(seed).model.graph.node]:
+        pytest.skip("this loader folds the class token's Expand at batch 1")
+    _check_l1_half(seed, True)
+
+
+def _check_l1_half(seed, cls_token: bool):
     result = onnxmorph.prune(seed, method="l1", budget=0.5)
     onnx.checker.check_model(result.model, full_check=True)
     kept = _kept(result)
     assert len(kept["heads"]) == 2 and min(kept["heads"]) < 4 and min(kept["hidden"]) < 24
-    macs = independent_macs(alive_heads=kept["heads"], alive_hidden=kept["hidden"])
-    assert analyze(result.model).macs == macs <= 0.5 * independent_macs()
+    macs = independent_macs(alive_heads=kept["heads"], alive_hidden=kept["hidden"],
+                            cls_token=cls_token)
+    assert analyze(result.model).macs == macs <= 0.5 * independent_macs(cls_token=cls_token)
     assert result.analysis.cost.macs(result.alive.astype(float)) == macs
     assert_matches_zeroed_seed(result, seed, "x", (6, 5))
 
