@@ -19,12 +19,14 @@ from onnxmorph.cli.options import training_options
 @training_options
 def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
              loss: str, learning_rate: float, optimizer: str, workdir: str | None,
-             log: str | None, seed: int) -> None:
+             resume: bool, checkpoint_every: int, quiet: bool, log: str | None,
+             seed: int) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
     from onnxmorph.graph.model_file import read_model_file
     from onnxmorph.io import check_output_path, save_model
-    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
+    from onnxmorph.training.data import DataSource
     from onnxmorph.training.evaluate import evaluate
     from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
     from onnxmorph.training.trainer import finetune as train
@@ -33,19 +35,23 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
         raise DataError("finetune needs --data loader.py")
     out = Path(output) if output else Path(model).with_suffix("").with_suffix(".finetuned.onnx")
     check_output_path(out)
+    folder = workdir or str(default_workdir(out))
     options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
-                           learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
-                           seed=seed, log=log, progress=True)
+                           learning_rate=learning_rate, optimizer=optimizer, workdir=folder,
+                           seed=seed, log=log, progress=not quiet, resume=resume,
+                           checkpoint_every=checkpoint_every)
     proto = read_model_file(model)
-    source = DataSource(data, model_input_specs(proto))
+    source = DataSource.for_model(data, proto)
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
     kind = choose_loss(options.loss, first)
     teacher_model = read_model_file(teacher) if teacher else proto
-    tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
-                  else None, steps)
-    save_model(tuned, out)
+    with checkpointed_run(folder, click.get_current_context().params, resume,
+                          owned=workdir is None):
+        tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
+                      else None, steps)
+        save_model(tuned, out)
     result = evaluate(tuned, source)
     if result.accuracy is not None:
         click.echo(f"accuracy {result.accuracy:.4f}")

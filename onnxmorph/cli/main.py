@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 
 import click
 
-from onnxmorph.errors import OnnxMorphError
+from onnxmorph.errors import Interrupted, OnnxMorphError
 
 EXIT_BAD_INPUT = 2
 
@@ -21,6 +22,11 @@ class _Group(click.Group):
                 traceback.print_exc()
             click.echo(f"onnxmorph: error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except (KeyboardInterrupt, Interrupted) as exc:  # 130 for SIGINT, 143 for SIGTERM
+            signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+            where = exc.where if isinstance(exc, Interrupted) and exc.where else "interrupted"
+            click.echo(f"onnxmorph: {where}", err=True)
+            sys.exit(128 + signum)
 
 
 @click.group(cls=_Group)
@@ -57,5 +63,11 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    # SIGTERM (timeout, schedulers) unwinds like Ctrl-C: temporary folders are removed.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     cli(prog_name="onnxmorph")
