@@ -178,7 +178,7 @@ class DataSource:
                 hint = " (one-hot labels? yield labels.argmax(1))" if labels.ndim == 2 else ""
                 raise DataError(f"{where}: integer labels have shape {labels.shape}; yield class "
                                 f"indices of shape (N,){hint}")
-            low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
+            low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
             if low < 0 or (width is not None and high >= width):
                 classes = f"0..{width - 1}" if width is not None else "0 or more"
                 raise DataError(f"{where}: labels range from {low} to {high}, but the model's "
