@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def main() -> None:
     ]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
