@@ -38,7 +38,14 @@ def training_options(command):
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
                      show_default=True),
         click.option("--workdir", type=click.Path(file_okay=False),
-                     help="Keep training artifacts here (default: a temporary folder)."),
+                     help="Keep checkpoints for --resume here (default: OUTPUT.onnxmorph-work "
+                          "next to the output, removed when the command ends)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted run from its last checkpoint (same "
+                          "arguments)."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=50,
+                     show_default=True, help="Training steps between checkpoints."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
         click.option("--log", type=click.Path(dir_okay=False),
                      help="Write a JSON-lines training log here."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -59,13 +60,15 @@ METHODS = ["auto", *method_names()]
 @json_option
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
           budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
-          workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
+          workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
+          log: str | None, seed: int, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           input_shapes: tuple[str, ...], allow_uncounted: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
+    from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
 
     # MODEL's whole stem: "a.v2.onnx" → "a.v2.pruned.onnx", and never the input itself.
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".pruned.onnx")
@@ -73,17 +76,23 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
-    result = run_prune(
-        model, method=method, target=target, budget=budget, data=data,
-        input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
-        min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
-        calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
-        training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
-                      optimizer=optimizer, loss=loss, strength=strength,
-                      alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
-                      progress=not as_json),
-    )
-    paths = result.save(out)
+    folder = workdir or str(default_workdir(out))
+    # Without data nothing trains: no checkpoints, and --resume has nothing to do.
+    run = checkpointed_run(folder, click.get_current_context().params, resume,
+                           owned=workdir is None) if data else contextlib.nullcontext()
+    with run:
+        result = run_prune(
+            model, method=method, target=target, budget=budget, data=data,
+            input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
+            min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
+            calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
+            training=dict(steps=steps, finetune_steps=finetune_steps,
+                          learning_rate=learning_rate, optimizer=optimizer, loss=loss,
+                          strength=strength, alive_threshold=alive_threshold, workdir=folder,
+                          seed=seed, log=log, progress=not (as_json or quiet), resume=resume,
+                          checkpoint_every=checkpoint_every),
+        )
+        paths = result.save(out)
     report = result.report()
     if as_json:
         click.echo(json.dumps({**report, "files": {k: str(v) for k, v in paths.items()}},
