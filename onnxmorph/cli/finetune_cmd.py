@@ -22,12 +22,14 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
              log: str | None, seed: int) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
+    from onnxmorph.graph.load import load_model
     from onnxmorph.graph.model_file import read_model_file
     from onnxmorph.io import check_output_path, save_model
+    from onnxmorph.methods.gated import finetune_training_copy
     from onnxmorph.training.data import DataSource, model_input_specs
-    from onnxmorph.training.evaluate import evaluate
+    from onnxmorph.training.evaluate import evaluate, quality_lines
+    from onnxmorph.training.prepare import SameShapeBatches, batch_shapes
     from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
-    from onnxmorph.training.trainer import finetune as train
 
     if data is None:
         raise DataError("finetune needs --data loader.py")
@@ -36,17 +38,21 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
     options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
                            learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
                            seed=seed, log=log, progress=True)
-    proto = read_model_file(model)
-    source = DataSource(data, model_input_specs(proto))
+    source = DataSource(data, model_input_specs(read_model_file(model)))
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
+    # The same loading as prune/analyze (constants folded into initializers, shapes resolved
+    # at the loader's batch), so weights kept in Constant nodes (Paddle exports) train too.
+    shapes = batch_shapes(first)
+    proto = load_model(model, shapes).model
+    source = SameShapeBatches(source, shapes)
     kind = choose_loss(options.loss, first)
     teacher_model = read_model_file(teacher) if teacher else proto
-    tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
-                  else None, steps)
+    tuned = finetune_training_copy(proto, source, options, kind, Teacher(teacher_model)
+                                   if kind == "distill" else None, steps, shapes)
     save_model(tuned, out)
-    result = evaluate(tuned, source)
-    if result.accuracy is not None:
-        click.echo(f"accuracy {result.accuracy:.4f}")
+    result = evaluate(tuned, source, reference=proto if kind == "distill" else None)
+    for line in quality_lines(result, "MODEL before fine-tuning"):
+        click.echo(line)
     click.echo(f"wrote model: {out}")

@@ -83,8 +83,9 @@ def _print_summary(report: dict, paths: dict) -> None:
     for key, label in (("macs", "MACs"), ("params", "params")):
         click.echo(f"{label:7s} {format_count(seed[key]):>9s} → {format_count(pruned[key]):>9s}"
                    f"  ({ratio[key]:.1%})")
-    for key in ("accuracy_before", "accuracy_after"):
-        if key in report:
+    for key in ("accuracy_before", "accuracy_after", "agreement_with_seed",
+                "output_error_vs_seed"):
+        if report.get(key) is not None:  # None: no labels, or not a classifier
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
     if "verify" in report:
         verdict = "passed" if report["verify"]["passed"] else "FAILED"

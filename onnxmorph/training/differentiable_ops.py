@@ -43,6 +43,7 @@ class _Emitter:
                  inits: dict[str, onnx.TensorProto] | None = None) -> None:
         self.node = node
         self.shapes = shapes or {}
+        self.consumed: set[str] = set()  # tensors some node or graph output reads
         self.inits_by_name = inits or {}
         self.opset = opset
         self.taken = taken
@@ -236,6 +237,7 @@ def make_differentiable(
     taken |= {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
     table = _rewrites()
     inits = {i.name: i for i in graph.initializer}
+    consumed = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         rewrite = table.get(node.op_type) if node.domain in ("", "ai.onnx") else None
@@ -245,6 +247,7 @@ def make_differentiable(
         if shapes is None:
             shapes = tensor_shapes(model)
         emitter = _Emitter(node, opset, taken, shapes, inits)
+        emitter.consumed = consumed
         if not rewrite(emitter):
             new_nodes.append(node)
             continue

@@ -255,7 +255,7 @@ def _thresholded_relu(e) -> bool:
 
 def _dropout(e) -> bool:
     # Inference-mode Dropout is the identity; with a used mask output it stays.
-    if len(e.node.output) > 1 and e.node.output[1]:
+    if len(e.node.output) > 1 and e.node.output[1] in e.consumed:
         return False
     e.op("Identity", [e.node.input[0]], e.node.output[0])
     return True
