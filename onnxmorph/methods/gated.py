@@ -72,7 +72,8 @@ def learn_structure(
     # Gates go into the training copy (opset >= 13, static batch, differentiable ops); the
     # trained weights come back by name into the seed's own graph, which is what gets sliced.
     train_loaded = dataclasses.replace(analysis.loaded,
-                                       model=training_copy(seed_model, shapes))
+                                       model=training_copy(seed_model, shapes,
+                                                           rewrite=False))
     gated = insert_gates(dataclasses.replace(analysis, loaded=train_loaded), groups, expr,
                          options.gates)
     with work_folder(options.workdir) as folder:

@@ -11,6 +11,7 @@ import onnx
 from onnxmorph.errors import DataError, TrainingError
 from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.training.differentiable_ops import make_differentiable, non_differentiable_nodes
+from onnxmorph.training.isolate import run_isolated
 from onnxmorph.training.loss_graph import (
     LAM_INPUT,
     LOSS_KINDS,
@@ -18,10 +19,9 @@ from onnxmorph.training.loss_graph import (
     LossSpec,
     add_loss_nodes,
 )
-from onnxmorph.training.isolate import run_isolated
 from onnxmorph.training.ort_api import import_training_modules, native_stderr_captured
-from onnxmorph.training.prepare import to_training_opset
 from onnxmorph.training.parameters import batchnorm_running_stats, default_trainable
+from onnxmorph.training.prepare import check_differentiable, to_training_opset
 
 _META = "onnxmorph_artifacts.json"
 MAX_IR_VERSION = 10  # ORT 1.19.2 loads IR <= 10
@@ -73,6 +73,7 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
             f"(<= {MAX_IR_VERSION}); re-export with onnx<=1.16 or a lower opset"
         )
     prepared = make_differentiable(to_training_opset(model))
+    check_differentiable(prepared)
     # Old exports list initializers as graph inputs too; ORT adds its own parameter inputs
     # and would then see duplicates.
     inits = {i.name for i in prepared.graph.initializer}

@@ -261,7 +261,64 @@ def _dropout(e) -> bool:
     return True
 
 
+def _zero_insert(e, x: str, shape: tuple[int, ...], strides: list[int]) -> str:
+    """x[N, C, H, W] with s-1 zeros between neighbours: ConvTranspose's input upsampling."""
+    n, c, h, w = shape
+    s0, s1 = strides
+    split = e.op("Reshape", [x, e.tensor(np.array([n, c, h, 1, w, 1], np.int64), "split")])
+    zeros = e.op("Pad", [split, e.tensor(np.array([0] * 9 + [s0 - 1, 0, s1 - 1], np.int64),
+                                         "zeros")])
+    merged = e.op("Reshape", [zeros, e.tensor(np.array([n, c, h * s0, w * s1], np.int64),
+                                              "merged")])
+    ends = np.array([(h - 1) * s0 + 1, (w - 1) * s1 + 1], np.int64)
+    return e.op("Slice", [merged, e.tensor(np.zeros(2, np.int64), "starts"),
+                          e.tensor(ends, "ends"), e.tensor(np.array([2, 3], np.int64), "axes")])
+
+
+def _conv_transpose(e) -> bool:
+    # ConvTranspose = Conv over the zero-upsampled input with the kernel flipped and its in/out
+    # axes swapped per group; the weight stays the trainable initializer it was.
+    node = e.node
+    x, weight = node.input[0], node.input[1]
+    shape, kernel = e.static_shape(x), e.static_shape(weight)
+    auto_pad = _text(get_attribute(node, "auto_pad"), "NOTSET")
+    if shape is None or kernel is None or len(shape) != 4 or auto_pad != "NOTSET" \
+            or get_attribute(node, "output_shape") is not None:
+        return False
+    group = int(get_attribute(node, "group", 1))
+    strides = list(get_attribute(node, "strides", [1, 1]))
+    dilations = list(get_attribute(node, "dilations", [1, 1]))
+    pads = list(get_attribute(node, "pads", [0, 0, 0, 0]))
+    extra = list(get_attribute(node, "output_padding", [0, 0]))
+    upsampled = _zero_insert(e, x, shape, strides) if strides != [1, 1] else x
+    cin, cout_per_group, kh, kw = kernel
+    rows = e.op("Gather", [weight, e.tensor(np.arange(kh)[::-1].copy(), "rev_h")], axis=2)
+    flipped = e.op("Gather", [rows, e.tensor(np.arange(kw)[::-1].copy(), "rev_w")], axis=3)
+    grouped = e.op("Reshape", [flipped, e.tensor(np.array(
+        [group, cin // group, cout_per_group, kh, kw], np.int64), "grouped")])
+    swapped = e.op("Transpose", [grouped], perm=[0, 2, 1, 3, 4])
+    conv_weight = e.op("Reshape", [swapped, e.tensor(np.array(
+        [group * cout_per_group, cin // group, kh, kw], np.int64), "conv_weight")])
+    begin = [dilations[i] * (kernel[2 + i] - 1) - pads[i] for i in range(2)]
+    end = [dilations[i] * (kernel[2 + i] - 1) - pads[2 + i] + extra[i] for i in range(2)]
+    inputs = [upsampled, conv_weight] + ([node.input[2]] if len(node.input) > 2
+                                         and node.input[2] else [])
+    crop = [max(-v, 0) for v in begin + end]
+    out = None if any(crop) else node.output[0]
+    y = e.op("Conv", inputs, out, group=group, dilations=dilations,
+             pads=[max(v, 0) for v in begin + end])
+    if any(crop):
+        sizes = [(shape[2 + i] - 1) * strides[i] + 1 + max(begin[i], 0) + max(end[i], 0)
+                 - dilations[i] * (kernel[2 + i] - 1) for i in range(2)]
+        e.op("Slice", [y, e.tensor(np.array(crop[:2], np.int64), "crop_starts"),
+                       e.tensor(np.array([sizes[i] - crop[2 + i] for i in range(2)], np.int64),
+                                "crop_ends"),
+                       e.tensor(np.array([2, 3], np.int64), "crop_axes")], node.output[0])
+    return True
+
+
 SHAPED: dict[str, Callable] = {
+    "ConvTranspose": _conv_transpose,
     "GlobalMaxPool": _global_max_pool,
     "ReduceMax": _reduce_max,
     "ReduceSumSquare": _reduce_sum_square,

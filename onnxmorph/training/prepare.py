@@ -55,10 +55,13 @@ def batch_shapes(batch: Batch) -> dict[str, tuple[int, ...]]:
     return {name: tuple(int(d) for d in array.shape) for name, array in batch.inputs.items()}
 
 
-def training_copy(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+def training_copy(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                  rewrite: bool = True) -> onnx.ModelProto:
     """The graph ONNX Runtime trains: opset >= 13, inputs at `shapes` (the loader's batch),
-    outputs with static shapes, ops without a CPU gradient rewritten.
+    outputs with static shapes, and (with `rewrite`) ops without a CPU gradient rewritten.
 
+    Gates are inserted into a copy made with `rewrite=False`, so they see the seed's layers
+    (a ConvTranspose, not the Conv it becomes); `build_training_artifacts` rewrites the rest.
     Raises TrainingError naming the nodes that keep no gradient, before any training starts.
     """
     copy = with_static_inputs(to_training_opset(model), shapes)
@@ -76,13 +79,18 @@ def training_copy(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) ->
             for value in dims:
                 output.type.tensor_type.shape.dim.add().dim_value = value
     rewritten = make_differentiable(copy, sizes)
-    blockers = non_differentiable_nodes(rewritten)
+    check_differentiable(rewritten)
+    return rewritten if rewrite else copy
+
+
+def check_differentiable(model: onnx.ModelProto) -> None:
+    """One line naming the nodes ONNX Runtime cannot differentiate (after the rewrites)."""
+    blockers = non_differentiable_nodes(model)
     if blockers:
         raise TrainingError(
             f"node {', '.join(blockers[:5])} has no gradient in onnxruntime-training (CPU) and "
             "no differentiable rewrite at these shapes; this model cannot be trained — use "
             "--method l1 or --method uniform without --data")
-    return rewritten
 
 
 def copy_trained_weights(model: onnx.ModelProto, trained: onnx.ModelProto) -> onnx.ModelProto:

@@ -2,7 +2,6 @@
 the rewrite's ONNX Runtime gradient equals the original op's finite-difference gradient."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -65,10 +64,17 @@ CASES = [
      {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
      ["", "", _i64([2, 3, 9, 4], "sizes")], [2, 3, 9, 4], 17),
     ("Dropout", "Dropout", {}, [], X, 17),
+    ("ConvTranspose", "ConvTranspose", {"strides": [2, 2], "pads": [1, 0, 0, 1]},
+     [_f32(np.linspace(-1, 1, 3 * 4 * 3 * 2).reshape(3, 4, 3, 2), "deconv_w")], [2, 4, 10, 11], 17),
+    ("ConvTranspose-grouped", "ConvTranspose",
+     {"group": 3, "strides": [1, 2], "dilations": [2, 1], "output_padding": [0, 1],
+      "pads": [3, 1, 2, 0]}, [_f32(np.linspace(-1, 1, 3 * 2 * 2 * 2).reshape(3, 2, 2, 2),
+                                   "deconv_w"), _f32(np.arange(6), "deconv_b")],
+     [2, 6, 2, 12], 17),
 ]
 # Ops of the no-gradient list without an entry: Upsample becomes Resize when the training copy
 # is converted to opset 13; the others are named before training (see the test below).
-WITHOUT_REWRITE = {"Upsample", "Einsum", "Sign", "ConvTranspose"}
+WITHOUT_REWRITE = {"Upsample", "Einsum", "Sign"}
 
 
 def _model(op, attrs, extra, out_shape, opset, scale_is_input):
