@@ -13,20 +13,23 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from onnxmorph.errors import OnnxMorphError, TrainingError
+
+T = TypeVar("T")
 
 _DISABLE = "ONNXMORPH_NO_FORK"  # set to 1 to run in-process (debuggers, platforms without fork)
 
 
-def run_isolated(work: Callable[[], None], what: str) -> None:
-    """Run `work()` in a forked child; raise TrainingError naming `what` if it dies or fails.
+def run_isolated(work: Callable[[], T], what: str) -> T:
+    """Run `work()` in a forked child and return its (picklable) result; raise TrainingError
+    naming `what` if the child dies or fails.
 
     An OnnxMorphError raised by `work` is raised again here with its own type and message.
     """
     if not hasattr(os, "fork") or os.environ.get(_DISABLE) == "1":
-        work()
-        return
+        return work()
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -35,11 +38,10 @@ def run_isolated(work: Callable[[], None], what: str) -> None:
         os.close(read_end)
         status = 0
         try:
-            work()
-            payload = pickle.dumps(None)
+            payload = pickle.dumps((True, work()))
         except BaseException as exc:  # noqa: BLE001 - everything must travel back
             status = 1
-            payload = pickle.dumps(_portable(exc))
+            payload = pickle.dumps((False, _portable(exc)))
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(payload)
         os._exit(status)
@@ -53,12 +55,13 @@ def run_isolated(work: Callable[[], None], what: str) -> None:
             else str(number)
         raise TrainingError(f"{what}: onnxruntime crashed ({name}) on this model's training "
                             "graph; rerun with --debug and report the model")
-    error = pickle.loads(payload) if payload else None
-    if error is not None:
-        raise error
-    if os.WEXITSTATUS(wait_status) != 0:
+    if not payload:
         raise TrainingError(f"{what}: the worker process exited with status "
-                            f"{os.WEXITSTATUS(wait_status)}")
+                            f"{os.WEXITSTATUS(wait_status)} and no result")
+    succeeded, value = pickle.loads(payload)
+    if not succeeded:
+        raise value
+    return value
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -30,6 +30,7 @@ from onnxmorph.training.differentiable_ops import (
     non_differentiable_nodes,
     tensor_shapes,
 )
+from onnxmorph.training.isolate import run_isolated
 
 TRAINING_OPSET = 13
 MAX_IR_VERSION = 10  # ORT 1.19.2 loads IR <= 10
@@ -68,11 +69,15 @@ def training_copy(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
     del copy.graph.value_info[:]
     for output in copy.graph.output:  # re-inferred below at the batch's shape
         output.type.tensor_type.ClearField("shape")
-    try:
-        sizes = tensor_shapes(copy)
-    except Exception as exc:
-        raise TrainingError(f"shape inference failed on the training copy of the model at "
-                            f"input shapes {shapes}: {str(exc).splitlines()[0]}") from exc
+    def infer() -> dict[str, tuple[int, ...]]:
+        try:
+            return tensor_shapes(copy)
+        except Exception as exc:
+            raise TrainingError(f"shape inference failed on the training copy of the model at "
+                                f"input shapes {shapes}: {str(exc).splitlines()[0]}") from exc
+
+    # ONNX shape inference can die with SIGFPE on malformed graphs: run it in a worker.
+    sizes = run_isolated(infer, "shape inference on the training copy")
     for output in copy.graph.output:
         dims = sizes.get(output.name)
         if dims is not None and all(d > 0 for d in dims):

@@ -118,7 +118,7 @@ def test_a_native_crash_in_the_worker_is_one_error_line():
         run_isolated(lambda: os.kill(os.getpid(), signal.SIGFPE), "building the training graph")
     with pytest.raises(TrainingError, match="ValueError: bad"):
         run_isolated(lambda: (_ for _ in ()).throw(ValueError("bad")), "step")
-    run_isolated(lambda: None, "nothing")
+    assert run_isolated(lambda: {"value": 3}, "a result") == {"value": 3}
 
 
 def test_finetune_finds_weights_kept_in_constant_nodes(loader, tmp_path):
