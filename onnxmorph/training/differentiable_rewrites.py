@@ -70,25 +70,29 @@ def _global_max_pool(e) -> bool:
     return True
 
 
-def _reduce_max(e) -> bool:
+def _reduction(e) -> tuple[tuple[int, ...], list[int], int] | None:
+    """(input shape, reduced axes, keepdims) of a Reduce* node, None when not static."""
     shape = e.static_shape(e.node.input[0])
     axes = _reduced_axes(e, shape, 18) if shape is not None else None
     if axes is None:
-        return False
-    keepdims = bool(get_attribute(e.node, "keepdims", 1))
-    _max_over_axes(e, e.node.input[0], shape, axes, e.node.output[0], keepdims)
-    return True
+        return None
+    return shape, axes, int(get_attribute(e.node, "keepdims", 1))
+
+
+def _reduce_max(e) -> bool:
+    found = _reduction(e)
+    if found is not None:
+        shape, axes, keepdims = found
+        _max_over_axes(e, e.node.input[0], shape, axes, e.node.output[0], bool(keepdims))
+    return found is not None
 
 
 def _reduce_sum_square(e) -> bool:
-    shape = e.static_shape(e.node.input[0])
-    axes = _reduced_axes(e, shape, 18) if shape is not None else None
-    if axes is None:
-        return False
-    x = e.node.input[0]
-    keepdims = int(get_attribute(e.node, "keepdims", 1))
-    _reduce(e, "ReduceSum", e.op("Mul", [x, x]), axes, keepdims, e.node.output[0])
-    return True
+    found = _reduction(e)
+    if found is not None:
+        x, (_, axes, keepdims) = e.node.input[0], found
+        _reduce(e, "ReduceSum", e.op("Mul", [x, x]), axes, keepdims, e.node.output[0])
+    return found is not None
 
 
 def _lrn(e) -> bool:
