@@ -23,6 +23,7 @@ from onnx import numpy_helper, version_converter
 
 from onnxmorph.errors import TrainingError
 from onnxmorph.graph.onnx_utils import default_opset
+from onnxmorph.graph.opset import MAX_IR_VERSION
 from onnxmorph.graph.shapes import with_static_inputs
 from onnxmorph.training.data import Batch, DataSource
 from onnxmorph.training.differentiable_ops import (
@@ -33,7 +34,6 @@ from onnxmorph.training.differentiable_ops import (
 from onnxmorph.training.isolate import run_isolated
 
 TRAINING_OPSET = 13
-MAX_IR_VERSION = 10  # ORT 1.19.2 loads IR <= 10
 
 
 def to_training_opset(model: onnx.ModelProto) -> onnx.ModelProto:
