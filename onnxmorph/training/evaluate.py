@@ -81,9 +81,10 @@ def evaluate(
 
 
 def is_class_scores(output: np.ndarray) -> bool:
-    """[N, K] scores with K > 1 (logits or probabilities): top-1 agreement is meaningful.
-    Anything else (a box/score map, a regression value) is compared by its relative error."""
-    return output.ndim == 2 and output.shape[1] > 1
+    """[N, K] (or [N, K, 1, 1] as SqueezeNet writes it) scores with K > 1: top-1 agreement
+    is meaningful. Anything else (a box/score map, a regression value) is compared by its
+    relative error."""
+    return output.ndim >= 2 and output.shape[1] > 1 and all(d == 1 for d in output.shape[2:])
 
 
 def quality_lines(result: EvalResult, reference: str = "the seed") -> list[str]:
