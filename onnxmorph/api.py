@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,12 +14,19 @@ from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
 from onnxmorph.io import check_output_path, save_json, save_model, sidecar
+from onnxmorph.methods.registry import (
+    DEFAULT_CALIBRATION_BATCHES,
+    MethodInput,
+    check_data,
+    get_method,
+    method_names,
+)
 from onnxmorph.methods.select import SelectionRules, check_budget
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels, verify_models
 
-METHODS = ("auto", "l1", "uniform", "gates")
+METHODS = ("auto", *method_names())
 
 
 @dataclass
@@ -72,62 +80,53 @@ def prune(
     exclude: tuple[str, ...] | list[str] = (),
     verify: bool = False,
     training: dict | None = None,
+    calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
     method "l1" ranks channels by weight magnitude and needs no data; "uniform" shrinks every
     layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
-    `data` (a loader file); "auto" picks "gates" when data is given. With data, "l1" and
-    "uniform" fine-tune the pruned model on it.
+    `data` (a loader file); "fpgm" ranks by distance to the layer's geometric median (no
+    data); "apoz", "activation" and "taylor" rank on `calibration_batches` batches of `data`;
+    "auto" picks "gates" when data is given, else "l1". With data, the one-shot methods
+    fine-tune the pruned model on it (`training["finetune_steps"]`). `METHODS` lists them all.
     """
     _check_arguments(method, target, budget, round_to, min_channels)
+    if calibration_batches < 1:
+        raise PruningError("--calibration-batches must be at least 1")
     if method == "auto":
         method = "gates" if data is not None else "l1"
-    if method == "gates" and data is None:
-        raise PruningError("--method gates learns from data: pass --data loader.py")
+    chosen = get_method(method)
+    check_data(chosen, data)
     analysis = analyze(model, input_shapes)
     rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
-    extra: dict = {}
-    if method in ("l1", "uniform"):
-        if method == "l1":
-            alive = _l1(analysis, target, budget, rules)
-        else:
-            from onnxmorph.methods.uniform import width_for_budget
-
-            width, alive = width_for_budget(analysis, target, budget, rules)
-            extra["width"] = width
+    request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
+                          data=data, training=dict(training or {}),
+                          calibration_batches=calibration_batches)
+    start = time.perf_counter()
+    selection = chosen.select(request)
+    extra: dict = {**selection.extra, "method_seconds": time.perf_counter() - start}
+    alive, sliced = selection.alive, selection.model
+    if sliced is None:
         sliced_result = slice_channels(analysis, alive)
         alive, sliced = sliced_result.alive, sliced_result.model
-        if data is not None:  # the L1 baseline with fine-tuning, as in the literature
+        if data is not None:  # the one-shot baselines with fine-tuning, as in the literature
             from onnxmorph.methods.gated import finetune_on_data
 
             sliced, tuned = finetune_on_data(analysis.loaded.model, sliced, data,
                                              **(training or {}))
             extra.update(tuned)
-    else:
-        from onnxmorph.methods.gated import learn_structure
-
-        alive, sliced, extra = learn_structure(
-            analysis, data=data, target=target, budget=budget, rules=rules, **(training or {})
-        )
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
-    if verify and method != "gates":
+    if verify and chosen.verifiable:
         result.extra["verify"] = verify_models(analysis, sliced).to_dict()
     return result
 
 
-def _l1(analysis: Analysis, target: str, budget: float, rules: SelectionRules) -> np.ndarray:
-    from onnxmorph.methods.l1 import l1_unit_scores, normalized_within_groups
-    from onnxmorph.methods.select import select_to_budget
-
-    scores = normalized_within_groups(analysis, l1_unit_scores(analysis))
-    return select_to_budget(analysis, scores, target, budget, rules)
-
-
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:
-    if method not in METHODS:
-        raise PruningError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    names = ("auto", *method_names())  # METHODS, plus methods registered since the import
+    if method not in names:
+        raise PruningError(f"unknown method '{method}'; use one of {', '.join(names)}")
     if target not in TARGETS:
         raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
     check_budget(budget)

@@ -9,16 +9,20 @@ import click
 
 from onnxmorph.cli.options import input_shape_option, json_option, training_options
 from onnxmorph.cli.table import format_count
+from onnxmorph.methods.registry import DEFAULT_CALIBRATION_BATCHES, method_help, method_names
+
+METHODS = ["auto", *method_names()]
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Pruned model path (default: MODEL's name + .pruned.onnx, next to it).")
-@click.option("--method", type=click.Choice(["auto", "l1", "uniform", "gates"]),
-              default="auto", show_default=True,
-              help="l1: weight magnitude; uniform: same width multiplier everywhere; gates: "
-                   "learned on --data (auto: gates with --data, else l1).")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="auto: gates with --data, else l1. " + method_help())
+@click.option("--calibration-batches", type=int, default=DEFAULT_CALIBRATION_BATCHES,
+              show_default=True,
+              help="Batches of --data that apoz, activation and taylor rank channels on.")
 @click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
               show_default=True, help="The cost the budget applies to (flops = MACs).")
 @click.option("--budget", type=float, default=0.5, show_default=True,
@@ -43,8 +47,8 @@ from onnxmorph.cli.table import format_count
 @click.option("--verify", is_flag=True, help="Check the result against the seed numerically.")
 @input_shape_option
 @json_option
-def prune(model: str, output: str | None, method: str, target: str, budget: float,
-          data: str | None, loss: str, learning_rate: float, optimizer: str,
+def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
+          budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
           exclude: tuple[str, ...], verify: bool, input_shapes: tuple[str, ...],
@@ -61,6 +65,7 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
         model, method=method, target=target, budget=budget, data=data,
         input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
         min_channels=min_channels, exclude=exclude, verify=verify,
+        calibration_batches=calibration_batches,
         training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
                       optimizer=optimizer, loss=loss, strength=strength,
                       alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
