@@ -93,7 +93,7 @@ def learn_structure(
     final = finetune_training_copy(sliced, source, options, loss, teacher,
                                    options.finetune_steps, shapes)
     after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement,
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
                  output_error_vs_seed=after.output_error, learned=log)
     return alive, final, extra
 
@@ -117,7 +117,7 @@ def finetune_on_data(
     final = finetune_training_copy(pruned, source, options, loss, teacher,
                                    options.finetune_steps, shapes)
     after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement,
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
                  output_error_vs_seed=after.output_error)
     return final, extra
 

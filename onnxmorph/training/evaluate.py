@@ -16,10 +16,17 @@ class EvalResult:
     batches: int
     samples: int
     accuracy: float | None  # when labels exist
-    agreement: float | None  # top-1 agreement with a reference model (class-score outputs)
+    agreement: float | None  # top-1 agreement with a reference model
     latency_ms: float  # mean per batch
     # ‖output − reference‖ / ‖reference‖ over all samples: regression, detection maps
     output_error: float | None = None
+    # The reference writes class scores, so `agreement` means something (see is_class_scores)
+    classifier: bool = True
+
+    @property
+    def class_agreement(self) -> float | None:
+        """Top-1 agreement where it is meaningful (class scores), else None."""
+        return self.agreement if self.classifier else None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -73,10 +80,11 @@ def evaluate(
     return EvalResult(
         batches=batches, samples=samples,
         accuracy=correct / samples if has_labels else None,
-        agreement=agree / samples if ref_session is not None and classifier else None,
+        agreement=agree / samples if ref_session is not None else None,
         latency_ms=1000 * elapsed / batches,
         output_error=(float(np.sqrt(error_sq / reference_sq)) if reference_sq > 0
                       else float(np.sqrt(error_sq))) if ref_session is not None else None,
+        classifier=classifier,
     )
 
 
@@ -93,8 +101,8 @@ def quality_lines(result: EvalResult, reference: str = "the seed") -> list[str]:
     lines = []
     if result.accuracy is not None:
         lines.append(f"accuracy:  {result.accuracy:.4f}")
-    if result.agreement is not None:
-        lines.append(f"agreement: {result.agreement:.4f} (top-1, with {reference})")
+    if result.class_agreement is not None:
+        lines.append(f"agreement: {result.class_agreement:.4f} (top-1, with {reference})")
     if result.output_error is not None:
         lines.append(f"output error: {result.output_error:.4f} (relative L2, against "
                      f"{reference})")
