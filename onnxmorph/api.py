@@ -13,7 +13,7 @@ import onnx
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
-from onnxmorph.io import check_output_path, save_json, save_model, sidecar
+from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
 from onnxmorph.methods.registry import (
     DEFAULT_CALIBRATION_BATCHES,
     MethodInput,
@@ -24,7 +24,14 @@ from onnxmorph.methods.registry import (
 from onnxmorph.methods.select import SelectionRules, check_budget
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
-from onnxmorph.rewrite import slice_channels, verify_models
+from onnxmorph.rewrite import slice_channels
+from onnxmorph.rewrite.postconditions import (
+    check_seed_runs,
+    check_sliced,
+    check_trained,
+    require_passed,
+)
+from onnxmorph.rewrite.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerances
 
 METHODS = ("auto", *method_names())
 
@@ -54,17 +61,24 @@ class PruneResult:
     def save(self, path: str | os.PathLike) -> dict[str, Path | str]:
         """Write the model and, next to it, `<stem>.structure.json`, `<stem>.report.json` and
         the picture `<stem>.structure.png` (under "plot": its path, or a note why it was not
-        drawn)."""
+        drawn). All or nothing: the files are renamed into place only once all were written,
+        the model last-but-one and the report last."""
         path = check_output_path(path)
         paths = {"model": path, "structure": sidecar(path, "structure.json"),
-                 "report": sidecar(path, "report.json")}
+                 "report": sidecar(path, "report.json"), "plot": sidecar(path, "structure.png")}
+        for written in paths.values():
+            check_output_path(written, inputs=[self.analysis.loaded.source])
         structure = self.structure
-        save_json(structure, paths["structure"])
-        save_json(self.report(), paths["report"])
-        save_model(self.model, path)
-        png, history = sidecar(path, "structure.png"), self.extra.get("learned", {}).get("history")
-        paths["plot"] = png if write_structure_plot(structure, png, history) else SKIP_NOTE
-        return paths
+        history = self.extra.get("learned", {}).get("history")
+        written = write_file_set({
+            paths["structure"]: json_bytes(structure),
+            paths["plot"]: lambda tmp: write_structure_plot(structure, tmp, history),
+            path: self.model.SerializeToString(),
+            paths["report"]: json_bytes(self.report()),
+        })
+        if paths["plot"] not in written:
+            paths["plot"] = SKIP_NOTE
+        return {key: paths[key] for key in ("model", "structure", "report", "plot")}
 
 
 def prune(
@@ -78,9 +92,11 @@ def prune(
     round_to: int = 1,
     min_channels: int = 1,
     exclude: tuple[str, ...] | list[str] = (),
-    verify: bool = False,
+    verify: bool = True,
     training: dict | None = None,
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
+    atol: float | None = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -90,8 +106,12 @@ def prune(
     data); "apoz", "activation" and "taylor" rank on `calibration_batches` batches of `data`;
     "auto" picks "gates" when data is given, else "l1". With data, the one-shot methods
     fine-tune the pruned model on it (`training["finetune_steps"]`). `METHODS` lists them all.
+
+    verify (on by default) checks the post-conditions of onnxmorph/rewrite/postconditions.py
+    and raises PostconditionError if one fails; atol/rtol are verify's tolerances.
     """
     _check_arguments(method, target, budget, round_to, min_channels)
+    check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
     if method == "auto":
@@ -99,6 +119,8 @@ def prune(
     chosen = get_method(method)
     check_data(chosen, data)
     analysis = analyze(model, input_shapes)
+    if verify:
+        check_seed_runs(analysis)
     rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
     request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
                           data=data, training=dict(training or {}),
@@ -110,6 +132,8 @@ def prune(
     if sliced is None:
         sliced_result = slice_channels(analysis, alive)
         alive, sliced = sliced_result.alive, sliced_result.model
+        if verify:  # the slice itself, before any training changes its weights
+            extra["verify"] = check_sliced(analysis, sliced, atol=atol, rtol=rtol)
         if data is not None:  # the one-shot baselines with fine-tuning, as in the literature
             from onnxmorph.methods.gated import finetune_on_data
 
@@ -118,9 +142,21 @@ def prune(
             extra.update(tuned)
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
-    if verify and chosen.verifiable:
-        result.extra["verify"] = verify_models(analysis, sliced).to_dict()
+    if verify:
+        _check_trained_result(result, data)
     return result
+
+
+def _check_trained_result(result: PruneResult, data) -> None:
+    """A trained result: its slice was verified before training (gates: with the gates
+    folded); the trained model must pass the checker, load and run like the seed."""
+    if result.method == "gates":
+        require_passed(result.extra.get("verify_gates_folded", {}),
+                       "verify (gates folded, before fine-tuning)")
+    if data is not None:
+        loaded = result.analysis.loaded
+        result.extra["postconditions"] = check_trained(loaded.model, result.model,
+                                                       loaded.input_shapes)
 
 
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:
