@@ -37,7 +37,6 @@ from onnxmorph.training.trainer import (
     TrainOptions,
     choose_loss,
     endless,
-    finetune,
     output_name,
     target_for,
     work_folder,
@@ -130,7 +129,9 @@ def finetune_training_copy(
     the trained weights, at its own opset and batch dimension."""
     if steps == 0:
         return model
-    tuned = finetune(training_copy(model, shapes), source, options, loss, teacher, steps)
+    from onnxmorph.training import trainer  # looked up at call time: tests substitute it
+
+    tuned = trainer.finetune(training_copy(model, shapes), source, options, loss, teacher, steps)
     return copy_trained_weights(model, tuned)
 
 
