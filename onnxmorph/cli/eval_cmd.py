@@ -14,14 +14,15 @@ from onnxmorph.cli.options import json_option
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help="Python file with eval_batches() (or train_batches()).")
 @click.option("--reference", type=click.Path(dir_okay=False),
-              help="Also report top-1 agreement with this model (e.g. the seed).")
+              help="Also compare with this model (e.g. the seed): top-1 agreement for "
+                   "classifiers, relative output error for any model.")
 @json_option
 def evaluate_command(model: str, data: str, reference: str | None, as_json: bool) -> None:
     """Evaluate MODEL on the loader's evaluation batches."""
     from onnxmorph.graph.model_file import read_model_file
     from onnxmorph.rewrite.verify import check_same_inputs
     from onnxmorph.training.data import DataSource
-    from onnxmorph.training.evaluate import evaluate
+    from onnxmorph.training.evaluate import evaluate, quality_lines
 
     proto = read_model_file(model)
     ref = read_model_file(reference) if reference else None
@@ -31,9 +32,9 @@ def evaluate_command(model: str, data: str, reference: str | None, as_json: bool
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    if result.accuracy is not None:
-        click.echo(f"accuracy:  {result.accuracy:.4f}")
-    if result.agreement is not None:
-        click.echo(f"agreement: {result.agreement:.4f} (top-1, with {reference})")
+    for line in quality_lines(result, reference or "the reference"):
+        click.echo(line)
+    if result.accuracy is None and reference is None:
+        click.echo("no labels: pass --reference SEED.onnx to compare with the seed")
     click.echo(f"latency:   {result.latency_ms:.2f} ms per batch ({result.batches} batches, "
                f"{result.samples} samples)")

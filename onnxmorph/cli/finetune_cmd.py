@@ -24,15 +24,17 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
              verify: bool) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
+    from onnxmorph.graph.load import load_model
     from onnxmorph.graph.model_file import read_model_file
     from onnxmorph.io import check_distinct_outputs, check_output_path, save_model
+    from onnxmorph.methods.gated import finetune_training_copy
     from onnxmorph.rewrite.postconditions import check_trained
     from onnxmorph.rewrite.verify import check_same_inputs
     from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
     from onnxmorph.training.data import DataSource
-    from onnxmorph.training.evaluate import evaluate
+    from onnxmorph.training.evaluate import evaluate, quality_lines
+    from onnxmorph.training.prepare import SameShapeBatches, batch_shapes
     from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
-    from onnxmorph.training.trainer import finetune as train
 
     if data is None:
         raise DataError("finetune needs --data loader.py")
@@ -55,16 +57,22 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
+    # The same loading as prune/analyze (constants folded into initializers, shapes resolved
+    # at the loader's batch), so weights kept in Constant nodes (Paddle exports) train too.
+    shapes = batch_shapes(first)
+    loaded = load_model(model, shapes).model
+    teacher_model = teacher_model if teacher else loaded
+    source = SameShapeBatches(source, shapes)
     kind = choose_loss(options.loss, first)
     with checkpointed_run(folder, click.get_current_context().params, resume,
                           owned=workdir is None):
-        tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
-                      else None, steps)
+        tuned = finetune_training_copy(loaded, source, options, kind, Teacher(teacher_model)
+                                       if kind == "distill" else None, steps, shapes)
         if verify:  # trained weights compare with nothing: checker, loads, runs like MODEL
-            check_trained(proto, tuned, {name: value.shape
-                                         for name, value in first.inputs.items()})
+            check_trained(loaded, tuned, {name: value.shape
+                                          for name, value in first.inputs.items()})
         save_model(tuned, out)
-    result = evaluate(tuned, source)
-    if result.accuracy is not None:
-        click.echo(f"accuracy {result.accuracy:.4f}")
+    result = evaluate(tuned, source, reference=loaded if kind == "distill" else None)
+    for line in quality_lines(result, "MODEL before fine-tuning"):
+        click.echo(line)
     click.echo(f"wrote model: {out}")

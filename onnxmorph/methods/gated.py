@@ -5,6 +5,7 @@ load → analyse → gate → learn → slice → (fine-tune) → verify, each s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict
 
@@ -24,6 +25,12 @@ from onnxmorph.training.evaluate import evaluate
 from onnxmorph.training.gate_optimizer import GateOptimizer
 from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
 from onnxmorph.training.parameters import default_trainable
+from onnxmorph.training.prepare import (
+    SameShapeBatches,
+    batch_shapes,
+    copy_trained_weights,
+    training_copy,
+)
 from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
@@ -31,7 +38,6 @@ from onnxmorph.training.trainer import (
     TrainOptions,
     choose_loss,
     endless,
-    finetune,
     output_name,
     target_for,
     work_folder,
@@ -57,13 +63,21 @@ def learn_structure(
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
     loss = choose_loss(options.loss, first)
+    shapes = batch_shapes(first)
+    source = SameShapeBatches(source, shapes)
     teacher = Teacher(seed_model) if loss == "distill" else None
     extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps}
     before = evaluate(seed_model, source)
     extra["accuracy_before"] = before.accuracy
 
     expr = analysis.cost.expr(target)
-    gated = insert_gates(analysis, groups, expr, options.gates)
+    # Gates go into the training copy (opset >= 13, static batch, differentiable ops); the
+    # trained weights come back by name into the seed's own graph, which is what gets sliced.
+    train_loaded = dataclasses.replace(analysis.loaded,
+                                       model=training_copy(seed_model, shapes,
+                                                           rewrite=False))
+    gated = insert_gates(dataclasses.replace(analysis, loaded=train_loaded), groups, expr,
+                         options.gates)
     with work_folder(options.workdir) as folder:
         probs, log = _train_gates(gated, analysis, source, options, loss, teacher, budget,
                                   target, f"{folder}/gates")
@@ -78,10 +92,11 @@ def learn_structure(
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
     extra["accuracy_after_slice"] = evaluate(sliced, source).accuracy
-    final = finetune(sliced, source, options, loss, teacher, options.finetune_steps)
+    final = finetune_training_copy(sliced, source, options, loss, teacher,
+                                   options.finetune_steps, shapes)
     after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement,
-                 learned=log)
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
+                 output_error_vs_seed=after.output_error, learned=log)
     return alive, final, extra
 
 
@@ -95,14 +110,32 @@ def finetune_on_data(
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
     loss = choose_loss(options.loss, first)
+    shapes = batch_shapes(first)
+    source = SameShapeBatches(source, shapes)
     teacher = Teacher(seed_model) if loss == "distill" else None
     extra = {"loss": loss, "finetune_steps": options.finetune_steps,
              "accuracy_before": evaluate(seed_model, source).accuracy,
              "accuracy_after_slice": evaluate(pruned, source).accuracy}
-    final = finetune(pruned, source, options, loss, teacher, options.finetune_steps)
+    final = finetune_training_copy(pruned, source, options, loss, teacher,
+                                   options.finetune_steps, shapes)
     after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.agreement)
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
+                 output_error_vs_seed=after.output_error)
     return final, extra
+
+
+def finetune_training_copy(
+    model: onnx.ModelProto, source: DataSource, options: TrainOptions, loss: str,
+    teacher: Teacher | None, steps: int, shapes: dict[str, tuple[int, ...]],
+) -> onnx.ModelProto:
+    """Fine-tune the training copy of `model` (see training/prepare.py); return `model` with
+    the trained weights, at its own opset and batch dimension."""
+    if steps == 0:
+        return model
+    from onnxmorph.training import trainer  # looked up at call time: tests substitute it
+
+    tuned = trainer.finetune(training_copy(model, shapes), source, options, loss, teacher, steps)
+    return copy_trained_weights(model, tuned)
 
 
 def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,

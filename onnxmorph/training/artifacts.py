@@ -8,9 +8,10 @@ from pathlib import Path
 
 import onnx
 
-from onnxmorph.errors import TrainingError
+from onnxmorph.errors import DataError, TrainingError
 from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.training.differentiable_ops import make_differentiable, non_differentiable_nodes
+from onnxmorph.training.isolate import run_isolated
 from onnxmorph.training.loss_graph import (
     LAM_INPUT,
     LOSS_KINDS,
@@ -20,6 +21,7 @@ from onnxmorph.training.loss_graph import (
 )
 from onnxmorph.training.ort_api import import_training_modules, native_stderr_captured
 from onnxmorph.training.parameters import batchnorm_running_stats, default_trainable
+from onnxmorph.training.prepare import check_differentiable, to_training_opset
 
 _META = "onnxmorph_artifacts.json"
 MAX_IR_VERSION = 10  # ORT 1.19.2 loads IR <= 10
@@ -70,7 +72,8 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
             f"model IR version {model.ir_version} is newer than onnxruntime 1.19.2 supports "
             f"(<= {MAX_IR_VERSION}); re-export with onnx<=1.16 or a lower opset"
         )
-    prepared = make_differentiable(model)
+    prepared = make_differentiable(to_training_opset(model))
+    check_differentiable(prepared)
     # Old exports list initializers as graph inputs too; ORT adds its own parameter inputs
     # and would then see duplicates.
     inits = {i.name for i in prepared.graph.initializer}
@@ -140,7 +143,7 @@ def build_training_artifacts(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     spec = LossSpec(loss, output_name, cost_output, default_opset(prepared))
-    additional = _generate(prepared, workdir, spec, trainable, frozen, optimizer, weight_decay)
+    additional = _additional_outputs(prepared, spec)
 
     paths = ArtifactPaths(
         workdir=str(workdir),
@@ -160,8 +163,49 @@ def build_training_artifacts(
         cost_index=2 if cost_output else None,
         output_index=len(additional),
     )
+
+    def generate_and_try() -> None:
+        _generate(prepared, workdir, spec, trainable, frozen, optimizer, weight_decay)
+        try_one_step(paths)
+
+    # Native code that dies (SIGFPE, abort) here would take the CLI down without a word.
+    run_isolated(generate_and_try, "building the training graph")
     paths.save()
     return paths
+
+
+def _additional_outputs(model: onnx.ModelProto, spec: LossSpec) -> list[str]:
+    # The additional outputs are known before the loss block runs; compute them on a copy.
+    scratch = onnx.ModelProto()
+    scratch.CopyFrom(model)
+    return add_loss_nodes(scratch.graph, spec)[1]
+
+
+def try_one_step(paths: ArtifactPaths) -> None:
+    """One training step on random data of the graph's static input shapes (skipped when a
+    dimension is dynamic): kernels that fail on this graph fail here, inside the worker."""
+    import numpy as np
+
+    from onnxmorph.training.session import TrainingSession
+
+    graph = onnx.load(paths.training_model, load_external_data=False).graph
+    infos = {i.name: i.type.tensor_type for i in graph.input}
+    session = TrainingSession(paths)
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name in (*paths.data_inputs, paths.target_input):
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in infos[name].shape.dim]
+        if any(d <= 0 for d in dims):
+            return
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(infos[name].elem_type)
+        feeds[name] = (rng.normal(size=dims).astype(dtype) if np.issubdtype(dtype, np.floating)
+                       else np.zeros(dims, dtype))
+    target = feeds.pop(paths.target_input)
+    try:
+        session.train_step(feeds, target, 0.0 if paths.lam_input else None)
+    except DataError as exc:  # synthetic data fits by construction: the graph is at fault
+        raise TrainingError("the training graph fails on a batch of its own input shapes: "
+                            + str(exc).split(": ", 1)[-1][:400]) from exc
 
 
 def _generate(
@@ -179,10 +223,7 @@ def _generate(
         def build(self, *graph_outputs: str) -> str:
             return add_loss_nodes(self.base.graph, spec)[0]
 
-    # The additional outputs are known before the block runs; compute them on a scratch copy.
-    scratch = onnx.ModelProto()
-    scratch.CopyFrom(model)
-    _, names = add_loss_nodes(scratch.graph, spec)
+    names = _additional_outputs(model, spec)
     if optimizer == "adamw":
         optim_block = onnxblock.optim.AdamW(weight_decay=weight_decay)
     else:
