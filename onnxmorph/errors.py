@@ -27,3 +27,7 @@ class DataError(OnnxMorphError):
 
 class TrainingError(OnnxMorphError):
     """Structure learning or fine-tuning failed (NaN loss, unreachable budget, ...)."""
+
+
+class SweepError(OnnxMorphError):
+    """A sweep cannot start: Ray missing, bad budgets or seeds, an output folder in the way."""

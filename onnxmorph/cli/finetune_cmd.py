@@ -19,7 +19,7 @@ from onnxmorph.cli.options import training_options
 @training_options
 def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
              loss: str, learning_rate: float, optimizer: str, workdir: str | None,
-             log: str | None, seed: int) -> None:
+             log: str | None, seed: int, device: str) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
     from onnxmorph.graph.model_file import read_model_file
@@ -35,7 +35,7 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
     check_output_path(out)
     options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
                            learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
-                           seed=seed, log=log, progress=True)
+                           seed=seed, log=log, progress=True, device=device)
     proto = read_model_file(model)
     source = DataSource(data, model_input_specs(proto))
     first = next(iter(source.train()), None)

@@ -42,6 +42,7 @@ def _register_commands() -> None:
         finetune_cmd,
         prune_cmd,
         report_cmd,
+        sweep_cmd,
         verify_cmd,
     )
 
@@ -52,6 +53,7 @@ def _register_commands() -> None:
     cli.add_command(eval_cmd.evaluate_command)
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
+    cli.add_command(sweep_cmd.sweep)
 
 
 _register_commands()

@@ -45,7 +45,8 @@ from onnxmorph.cli.table import format_count
 @json_option
 def prune(model: str, output: str | None, method: str, target: str, budget: float,
           data: str | None, loss: str, learning_rate: float, optimizer: str,
-          workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
+          workdir: str | None, log: str | None, seed: int, device: str, steps: int,
+          finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
           exclude: tuple[str, ...], verify: bool, input_shapes: tuple[str, ...],
           as_json: bool) -> None:
@@ -64,7 +65,7 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
         training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
                       optimizer=optimizer, loss=loss, strength=strength,
                       alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
-                      progress=not as_json),
+                      progress=not as_json, device=device),
     )
     paths = result.save(out)
     report = result.report()

@@ -112,7 +112,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         model, folder, trainable=trainable, frozen=None, loss=loss,
         output_name=output_name(model), cost_output=COST_OUTPUT, optimizer=options.optimizer,
     )
-    session = TrainingSession(paths, learning_rate=options.learning_rate)
+    session = TrainingSession(paths, learning_rate=options.learning_rate,
+                              device=options.device, threads=options.threads)
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     expr = analysis.cost.expr(target)

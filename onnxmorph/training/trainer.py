@@ -17,7 +17,7 @@ from onnxmorph.training.evaluate import inference_session
 from onnxmorph.training.gates import GateSettings
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress
-from onnxmorph.training.session import TrainingSession
+from onnxmorph.training.session import TrainingSession, check_device
 
 LOSSES = ("auto", "cross-entropy", "mse", "distill")
 
@@ -36,8 +36,13 @@ class TrainOptions:
     log: str | None = None  # JSON-lines training log
     progress: bool = False
     gates: GateSettings = field(default_factory=GateSettings)
+    device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
+    threads: int | None = None  # ORT intra-op threads of the training session
 
     def __post_init__(self) -> None:
+        check_device(self.device)  # before any work: a missing GPU is a one-line error
+        if self.threads is not None and self.threads < 1:
+            raise TrainingError("--threads must be at least 1")
         if self.loss not in LOSSES:
             raise TrainingError(f"unknown loss '{self.loss}'; use one of {', '.join(LOSSES)}")
         if self.steps < 1 or self.finetune_steps < 0:
@@ -113,7 +118,8 @@ def finetune(
             frozen=None, loss=loss, output_name=output_name(model), cost_output=None,
             optimizer=options.optimizer,
         )
-        session = TrainingSession(paths, learning_rate=options.learning_rate)
+        session = TrainingSession(paths, learning_rate=options.learning_rate,
+                                  device=options.device, threads=options.threads)
         progress = Progress(steps, label, enabled=options.progress)
         batches = endless(data)
         for step in range(steps):
