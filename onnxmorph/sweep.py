@@ -250,6 +250,9 @@ def _with_defaults(prune_options: dict) -> dict:
     skip = ("model", "budget", "data", "training")
     defaults = {name: p.default for name, p in inspect.signature(prune).parameters.items()
                 if name not in skip and p.default is not inspect.Parameter.empty}
+    unknown = sorted(set(prune_options) - set(defaults))
+    if unknown:
+        raise SweepError(f"onnxmorph.prune has no option {', '.join(unknown)}")
     return {**defaults, **prune_options}
 
 

@@ -50,7 +50,10 @@ def run_on_ray(specs: list, function: Callable, *, address: str | None, threads:
                           max_retries=0)(function)
         pending = {task.remote(spec): spec for spec in specs}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            # A timeout, so that Ctrl-C reaches this loop while long runs go on.
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
             spec = pending.pop(ready[0])
             try:
                 record = ray.get(ready[0])
@@ -95,8 +98,11 @@ def _start(ray, address: str | None, threads: int) -> None:
     # Workers import the same onnxmorph as this process, installed or not.
     root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    # Ray runs its workers at nice 15 to keep its own processes responsive; here the workers
+    # are the whole job, and should compete for the CPU like a `prune` run by hand.
     ray.init(num_cpus=cores, include_dashboard=False, object_store_memory=_OBJECT_STORE_BYTES,
-             runtime_env={"env_vars": {"PYTHONPATH": path}}, **quiet)
+             runtime_env={"env_vars": {"PYTHONPATH": path}},
+             _system_config={"worker_niceness": 0}, **quiet)
 
 
 def _check_resources(ray, threads: int, gpus: int) -> None:

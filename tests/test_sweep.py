@@ -14,27 +14,15 @@ from onnxmorph.cli.main import cli
 from onnxmorph.errors import OnnxMorphError, SweepError
 from onnxmorph.pareto import pareto_front
 from onnxmorph.sweep import finished_run, plan_runs, run_one, summarize
+from tests.sample_loaders import write_sample_loader
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 RESNET = str(SAMPLES / "resnet_seed.onnx")
 STEPS = {"steps": 6, "finetune_steps": 2}
 
-_LOADER = """
-import numpy as np
-_npz = np.load({npz!r})
-X = ((((_npz["x_train"][:128].astype(np.float32) / 255.0) - 0.2860) / 0.3530)[:, None])
-Y = _npz["y_train"][:128].astype(np.int64)
-def train_batches():
-    for i in range(0, 128, 32):
-        yield X[i:i + 32], Y[i:i + 32]
-"""
-
-
 @pytest.fixture(scope="module")
 def loader(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sweep_loader") / "loader.py"
-    path.write_text(_LOADER.format(npz=str(SAMPLES / "fashion_mnist_subset.npz")))
-    return str(path)
+    return str(write_sample_loader(tmp_path_factory.mktemp("sweep_loader") / "loader.py"))
 
 
 def _plan(loader, outdir, budgets, **kw):
@@ -134,10 +122,11 @@ def test_without_labels_the_front_uses_agreement_with_the_seed(tmp_path):
 def test_without_ray_the_cli_says_so_in_one_line(loader, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when not installed
     result = CliRunner().invoke(cli, ["sweep", RESNET, "--data", loader, "--budgets", "0.5",
-                                      "-o", str(tmp_path / "out")])
+                                      "-o", str(tmp_path / "out"), "--log",
+                                      str(tmp_path / "sweep.jsonl")])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "pip install 'onnxmorph[sweep]'" in result.output
-    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.iterdir())
 
 
 def _ray_processes() -> list[str]:
@@ -160,14 +149,14 @@ def _ray_processes() -> list[str]:
     return [c for c in found if "ray" in c]
 
 
-def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader):
+def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader, tmp_path):
     pytest.importorskip("ray")
     outdir, _, before = finished
     kept = (outdir / "run-b0.5-s0" / "model.onnx").stat().st_mtime_ns
     result = CliRunner().invoke(cli, [
         "sweep", RESNET, "--data", loader, "--budgets", "0.001,0.3,0.5,0.75", "--steps",
         str(STEPS["steps"]), "--finetune-steps", str(STEPS["finetune_steps"]),
-        "-o", str(outdir)])
+        "-o", str(outdir), "--log", str(tmp_path / "sweep.jsonl")])
     assert result.exit_code == 1, result.output  # one run failed; the others finished
     assert not _ray_processes()
     pareto = json.loads((outdir / "pareto.json").read_text())
@@ -183,6 +172,9 @@ def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader):
     expected = pareto_front([(r["accuracy"], r["macs"]) for r in pareto["runs"]])
     assert [r["on_front"] for r in pareto["runs"]] == expected and any(expected)
     assert "run-b0.75-s0" in result.output and "failed" in result.output
+    logged = [json.loads(line) for line in (tmp_path / "sweep.jsonl").read_text().splitlines()]
+    assert sorted((r["name"], r["status"]) for r in logged) == sorted(
+        (name, r["status"]) for name, r in runs.items())
     # Two workers on two cores: the two trained runs overlapped in time.
     done = [json.loads((outdir / n / "run.json").read_text()) for n in
             ("run-b0.3-s0", "run-b0.75-s0")]

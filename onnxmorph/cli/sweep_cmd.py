@@ -40,12 +40,12 @@ def _numbers(kind):
               help="Structure-learning steps per run.")
 @click.option("--finetune-steps", type=int, default=250, show_default=True,
               help="Fine-tuning steps per run.")
-@click.option("--strength", type=float, help="Fixed λ instead of the budget controller.")
-@click.option("--alive-threshold", type=float, default=0.1, show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True)
-@click.option("--min-channels", type=int, default=1, show_default=True)
-@click.option("--exclude", multiple=True, metavar="PATTERN",
-              help="Leave layers matching this name or glob untouched (repeatable).")
+# The rest default to what prune does (None: not passed on).
+@click.option("--strength", type=float, help="As in prune.")
+@click.option("--alive-threshold", type=float, help="As in prune.")
+@click.option("--round-to", type=int, help="As in prune.")
+@click.option("--min-channels", type=int, help="As in prune.")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="As in prune (repeatable).")
 @click.option("--address", metavar="HOST:PORT",
               help="Run on this Ray cluster (default: a local Ray instance, no set-up).")
 @click.option("--threads-per-run", type=int, default=1, show_default=True,
@@ -56,8 +56,9 @@ def _numbers(kind):
 def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None, method: str,
           target: str, data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, device: str, steps: int,
-          finetune_steps: int, strength: float | None, alive_threshold: float, round_to: int,
-          min_channels: int, exclude: tuple[str, ...], address: str | None,
+          finetune_steps: int, strength: float | None, alive_threshold: float | None,
+          round_to: int | None, min_channels: int | None, exclude: tuple[str, ...],
+          address: str | None,
           threads_per_run: int, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Prune MODEL once per budget (and seed) in parallel on Ray; write the Pareto front.
 
@@ -70,7 +71,6 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
 
     if data is None:
         raise DataError("sweep learns and fine-tunes on data: pass --data loader.py")
-    log_file = open(log, "a") if log else None  # noqa: SIM115
 
     def report_run(record: dict) -> None:
         report = record.get("report") or {}
@@ -78,23 +78,21 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
                   f"accuracy {_fmt(report.get('accuracy_after'), '.4f')}, "
                   f"MACs {_fmt((report.get('ratio') or {}).get('macs'), '.1%')}")
         click.echo(f"{record['name']}: {record['status']} ({detail})", err=True)
-        if log_file:
-            log_file.write(json.dumps({k: v for k, v in record.items() if k != "report"})
-                           + "\n")
-            log_file.flush()
+        if log:  # opened per line: a sweep that never starts leaves no log behind
+            with open(log, "a") as handle:
+                handle.write(json.dumps({k: v for k, v in record.items() if k != "report"})
+                             + "\n")
 
-    try:
-        result = run_sweep(
-            model, data=data, budgets=budgets, seeds=seeds or [seed], outdir=outdir,
-            method=method, target=target, address=address, threads_per_run=threads_per_run,
-            on_run_done=report_run, round_to=round_to, min_channels=min_channels,
-            exclude=exclude, input_shapes=parse_input_shapes(input_shapes),
-            training=dict(steps=steps, finetune_steps=finetune_steps, loss=loss,
-                          learning_rate=learning_rate, optimizer=optimizer, strength=strength,
-                          alive_threshold=alive_threshold, workdir=workdir, device=device))
-    finally:
-        if log_file:
-            log_file.close()
+    result = run_sweep(
+        model, data=data, budgets=budgets, seeds=seeds or [seed], outdir=outdir,
+        method=method, target=target, address=address, threads_per_run=threads_per_run,
+        on_run_done=report_run, exclude=exclude,
+        input_shapes=parse_input_shapes(input_shapes),
+        **_given(round_to=round_to, min_channels=min_channels),
+        training=dict(steps=steps, finetune_steps=finetune_steps, loss=loss,
+                      learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
+                      device=device, **_given(strength=strength,
+                                             alive_threshold=alive_threshold)))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -115,6 +113,11 @@ def sweep_table(result) -> str:
              _fmt(r["latency"], ".3g"), "*" if r["on_front"] else ""] for r in result.runs]
     failed = [f"{r['name']} failed: {r['reason']}" for r in result.runs if r["reason"]]
     return "\n".join([render_table(header, rows), *failed])
+
+
+def _given(**options) -> dict:
+    """The options the user set; the others keep prune's defaults."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _fmt(value, spec: str) -> str:
