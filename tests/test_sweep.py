@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from onnxmorph.cli.main import cli
 from onnxmorph.errors import OnnxMorphError, SweepError
 from onnxmorph.pareto import pareto_front
-from onnxmorph.sweep import finished_run, plan_runs, run_one, summarize
+from onnxmorph.sweep import finished_run, plan_runs, record_crash, run_one, summarize
 from tests.sample_loaders import write_sample_loader
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -70,6 +70,28 @@ def test_a_failing_run_is_recorded_not_raised(loader, tmp_path):
     stored = json.loads((tmp_path / "run-b0.001-s0" / "run.json").read_text())
     assert stored["status"] == "failed" and stored["reason"] == record["reason"]
     assert finished_run(spec) is None  # a failed run is tried again next time
+
+
+def test_a_run_whose_task_died_is_recorded_as_failed(loader, tmp_path):
+    (spec,) = _plan(loader, tmp_path, [0.5])
+    partial = tmp_path / ".run-b0.5-s0.partial"
+    partial.mkdir()
+    (partial / "model.onnx").write_bytes(b"half")
+    record = record_crash(spec, RuntimeError("worker killed\nlong Ray text"))
+    assert record["status"] == "failed" and record["reason"].endswith("worker killed")
+    assert not partial.exists()
+    assert json.loads((tmp_path / "run-b0.5-s0" / "run.json").read_text())["status"] == "failed"
+    assert finished_run(spec) is None
+
+
+def test_more_threads_per_run_than_cores_is_refused_before_ray_starts(loader, tmp_path):
+    pytest.importorskip("ray")
+    from onnxmorph.sweep_ray import local_cores, run_on_ray
+
+    (spec,) = _plan(loader, tmp_path, [0.5])
+    with pytest.raises(SweepError, match="more than this machine"):
+        run_on_ray([spec], run_one, address=None, threads=local_cores() + 1, gpus=0)
+    assert not _ray_processes()
 
 
 @pytest.mark.parametrize("kw, match", [
