@@ -3,6 +3,7 @@ budget and seed on Ray, then the accuracy–cost Pareto front."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -59,7 +60,8 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
           finetune_steps: int, strength: float | None, alive_threshold: float | None,
           round_to: int | None, min_channels: int | None, exclude: tuple[str, ...],
           address: str | None,
-          threads_per_run: int, input_shapes: tuple[str, ...], as_json: bool) -> None:
+          threads_per_run: int, input_shapes: tuple[str, ...], as_json: bool,
+          **more_training) -> None:
     """Prune MODEL once per budget (and seed) in parallel on Ray; write the Pareto front.
 
     Re-running with the same options reuses finished runs and retries failed ones. --log
@@ -68,6 +70,11 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
     from onnxmorph.errors import DataError
     from onnxmorph.graph import parse_input_shapes
     from onnxmorph.sweep import sweep as run_sweep
+    from onnxmorph.training.trainer import TrainOptions
+
+    # Options added to training_options later reach each run when TrainOptions knows them.
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    more_training = {k: v for k, v in more_training.items() if k in fields}
 
     if data is None:
         raise DataError("sweep learns and fine-tunes on data: pass --data loader.py")
@@ -91,8 +98,8 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
         **_given(round_to=round_to, min_channels=min_channels),
         training=dict(steps=steps, finetune_steps=finetune_steps, loss=loss,
                       learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
-                      device=device, **_given(strength=strength,
-                                             alive_threshold=alive_threshold)))
+                      device=device, **more_training,
+                      **_given(strength=strength, alive_threshold=alive_threshold)))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

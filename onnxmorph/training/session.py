@@ -51,16 +51,12 @@ class TrainingSession:
     def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3, device: str = "cpu",
                  threads: int | None = None) -> None:
         _, _, api = import_training_modules()
-        import onnxruntime as ort
-
         self.paths = paths
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self._state = api.CheckpointState.load_checkpoint(paths.checkpoint)
         try:
             self._module = api.Module(paths.training_model, self._state, paths.eval_model,
-                                      device=check_device(device), session_options=options)
+                                      device=check_device(device),
+                                      session_options=_session_options(threads))
         except Exception as exc:  # e.g. the CUDA build on a machine without a usable GPU
             if device == "cpu":
                 raise
@@ -188,3 +184,13 @@ class TrainingSession:
             cost=cost,
             output=outs[p.output_index],
         )
+
+
+def _session_options(threads: int | None):
+    """Intra-op threads as asked (None: onnxruntime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options

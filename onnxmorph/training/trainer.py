@@ -35,9 +35,9 @@ class TrainOptions:
     seed: int = 0
     log: str | None = None  # JSON-lines training log
     progress: bool = False
+    threads: int | None = None  # intra-op threads of the training session (None: ORT's)
     gates: GateSettings = field(default_factory=GateSettings)
     device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
-    threads: int | None = None  # ORT intra-op threads of the training session
 
     def __post_init__(self) -> None:
         check_device(self.device)  # before any work: a missing GPU is a one-line error
