@@ -45,7 +45,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_sweep.md"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "sweep_pareto.png"))
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--from-records", action="store_true",
+                        help="write the markdown from the run records in --workdir of an "
+                             "earlier, possibly interrupted, invocation")
     args = parser.parse_args()
+    if args.from_records:
+        return _from_records(args)
     budgets = [float(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     model, data = str(ROOT / "samples" / "resnet_seed.onnx"), str(ROOT / "samples" / "loader.py")
@@ -84,12 +89,42 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _markdown(args, parallel, sequential, ray_seconds, seq_seconds, loads) -> str:
-    n = len(parallel.runs)
+def _from_records(args) -> None:
+    """Wall times from the records' clocks: Ray's from the first run's start to the last
+    run's end (Ray's own start and stop, a few seconds, excluded); the sequential schedule's
+    as the sum of the runs that finished, when it was stopped early."""
+    work = Path(args.workdir)
+    ray_records = _records(work / "ray")
+    seq_records = _records(work / "sequential")
+    ray_seconds = (max(r["started"] + r["seconds"] for r in ray_records)
+                   - min(r["started"] for r in ray_records))
+    seq_seconds = sum(r["seconds"] for r in seq_records)
+    parallel = summarize(ray_records, work / "ray", "flops")
+    (work / "sequential").mkdir(exist_ok=True)
+    sequential = summarize(seq_records, work / "sequential", "flops")
+    if parallel.plot == parallel.outdir / "pareto.png":
+        shutil.copyfile(parallel.plot, args.plot)
+    note = (f"**The sequential schedule was stopped after {len(seq_records)} of "
+            f"{len(ray_records)} runs** (the session's deadline); its time below is the sum "
+            f"of those runs, and the per-run mean is the comparable figure." if
+            len(seq_records) < len(ray_records) else "")
+    Path(args.out).write_text(_markdown(args, parallel, sequential, ray_seconds, seq_seconds,
+                                        None, note))
+
+
+def _records(folder: Path) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("run-*/run.json"))]
+
+
+def _markdown(args, parallel, sequential, ray_seconds, seq_seconds, loads, note="") -> str:
+    n, n_seq = len(parallel.runs), len(sequential.runs)
     by_name = {r["name"]: r for r in sequential.runs}
+    missing = {"macs_ratio": None, "accuracy": None, "on_front": False}
     rows = []
     for r in parallel.runs:
-        s = by_name[r["name"]]
+        s = by_name.get(r["name"], missing)
         rows.append(f"| {r['name']} | {_pct(r['macs_ratio'])} | {_pct(r['accuracy'])} | "
                     f"{'yes' if r['on_front'] else ''} | {_pct(s['macs_ratio'])} | "
                     f"{_pct(s['accuracy'])} | {'yes' if s['on_front'] else ''} |")
@@ -111,17 +146,20 @@ def _markdown(args, parallel, sequential, ray_seconds, seq_seconds, loads) -> st
         "- ray: local instance, 1 onnxruntime training thread per run, "
         f"{local_cores()} runs at once; sequential: one process, onnxruntime's default "
         "threads. Evaluation sessions use onnxruntime's default threads in both.",
-        f"- the CPU was shared with other work: 1-min load average at start / end: ray "
-        f"{loads['ray'][0]:.1f} / {loads['ray'][1]:.1f}, sequential "
-        f"{loads['sequential'][0]:.1f} / {loads['sequential'][1]:.1f} "
-        "(the two schedules ran one after the other, not interleaved)",
+        "- the CPU was shared with other work (the two schedules ran one after the other, "
+        "not interleaved)" + (
+            f": 1-min load average at start / end: ray {loads['ray'][0]:.1f} / "
+            f"{loads['ray'][1]:.1f}, sequential {loads['sequential'][0]:.1f} / "
+            f"{loads['sequential'][1]:.1f}" if loads else ""),
+        *(["", note] if note else []),
         "",
-        "| schedule | wall time | per run |",
-        "|---|---|---|",
-        f"| ray (parallel) | {ray_seconds:.0f} s | {ray_seconds / n:.1f} s |",
-        f"| sequential | {seq_seconds:.0f} s | {seq_seconds / n:.1f} s |",
+        "| schedule | runs | wall time | per run |",
+        "|---|---|---|---|",
+        f"| ray (parallel) | {n} | {ray_seconds:.0f} s | {ray_seconds / n:.1f} s |",
+        f"| sequential | {n_seq} | {seq_seconds:.0f} s | {seq_seconds / max(n_seq, 1):.1f} s |",
         "",
-        f"**Speed-up of the Ray sweep: {seq_seconds / ray_seconds:.2f}×.**",
+        f"**Per-run time, sequential over Ray: "
+        f"{(seq_seconds / max(n_seq, 1)) / (ray_seconds / n):.2f}×.**",
         "",
         "| run | MACs (ray) | accuracy (ray) | front (ray) | MACs (seq.) | accuracy (seq.) "
         "| front (seq.) |",
