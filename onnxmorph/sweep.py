@@ -200,9 +200,9 @@ def sweep(
 def plan_runs(model, *, data, budgets, seeds, outdir, method, target, training,
               threads_per_run, check_device: bool = True, **prune_options) -> list[RunSpec]:
     """Check every argument once, before anything runs, and describe each run."""
-    from onnxmorph.api import METHODS
     from onnxmorph.graph.cost import TARGETS
     from onnxmorph.graph.model_file import read_model_file
+    from onnxmorph.methods.registry import method_names
     from onnxmorph.methods.select import check_budget
     from onnxmorph.training.trainer import TrainOptions
 
@@ -210,8 +210,9 @@ def plan_runs(model, *, data, budgets, seeds, outdir, method, target, training,
         raise SweepError("give at least one budget and one seed, e.g. --budgets 0.3,0.5,0.75")
     for budget in budgets:
         check_budget(budget)
-    if method not in METHODS:
-        raise SweepError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    methods = ("auto", *method_names())
+    if method not in methods:
+        raise SweepError(f"unknown method '{method}'; use one of {', '.join(methods)}")
     if target not in TARGETS:
         raise SweepError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
     if threads_per_run < 1:

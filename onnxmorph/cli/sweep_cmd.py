@@ -10,6 +10,7 @@ import click
 
 from onnxmorph.cli.options import input_shape_option, json_option, training_options
 from onnxmorph.cli.table import format_count, render_table
+from onnxmorph.methods.registry import method_names
 
 
 def _numbers(kind):
@@ -32,8 +33,9 @@ def _numbers(kind):
               help="Fractions of the seed's cost, one run each.")
 @click.option("--seeds", callback=_numbers(int), metavar="0,1",
               help="Seeds, one run per budget and seed (default: --seed).")
-@click.option("--method", type=click.Choice(["auto", "l1", "uniform", "gates"]),
+@click.option("--method", type=click.Choice(["auto", *method_names()]),
               default="auto", show_default=True, help="As in prune (auto: gates).")
+@click.option("--calibration-batches", type=int, help="As in prune.")
 @click.option("--target", default="flops", show_default=True,
               help="The cost the budgets apply to and the front is drawn on, as in prune.")
 @training_options
@@ -55,7 +57,8 @@ def _numbers(kind):
 @input_shape_option
 @json_option
 def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None, method: str,
-          target: str, data: str | None, loss: str, learning_rate: float, optimizer: str,
+          calibration_batches: int | None, target: str, data: str | None, loss: str,
+          learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, device: str, steps: int,
           finetune_steps: int, strength: float | None, alive_threshold: float | None,
           round_to: int | None, min_channels: int | None, exclude: tuple[str, ...],
@@ -95,7 +98,8 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
         method=method, target=target, address=address, threads_per_run=threads_per_run,
         on_run_done=report_run, exclude=exclude,
         input_shapes=parse_input_shapes(input_shapes),
-        **_given(round_to=round_to, min_channels=min_channels),
+        **_given(round_to=round_to, min_channels=min_channels,
+             calibration_batches=calibration_batches),
         training=dict(steps=steps, finetune_steps=finetune_steps, loss=loss,
                       learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
                       device=device, **more_training,

@@ -2,41 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import onnx
 
 from onnxmorph.graph.analysis import Analysis
-from onnxmorph.graph.onnx_utils import get_attribute
+from onnxmorph.graph.layers import WeightLayout, layer_kind, weight_layout
+from onnxmorph.graph.quantized import constant_values
 
 
 def l1_unit_scores(analysis: Analysis) -> np.ndarray:
-    """Per unit: the L1 norm of every weight slice that produces one of its channels."""
+    """Per unit: the L1 norm of every weight slice that produces one of its channels (a
+    quantized weight counts with its dequantized value)."""
+    return unit_scores_by_layer(analysis,
+                                lambda node, layout, weight: layout.output_channel_l1(weight))
+
+
+def unit_scores_by_layer(
+    analysis: Analysis,
+    per_channel: Callable[[onnx.NodeProto, WeightLayout, np.ndarray], np.ndarray | None],
+) -> np.ndarray:
+    """Per unit: the sum, over the layers producing its channels, of `per_channel(node,
+    layout, weight)` (one value per output channel of the layer, or None to skip it)."""
     loaded, layouts = analysis.loaded, analysis.channels.layouts
+    values = constant_values(loaded)
     scores = np.zeros(analysis.channels.num_units)
     for node in loaded.model.graph.node:
-        weight = loaded.initializers.get(node.input[1]) if len(node.input) > 1 else None
+        layout = weight_layout(node, values)
         out_layout = layouts.get(node.output[0])
-        if weight is None or out_layout is None or len(out_layout.axes) != 1:
+        if layout is None or out_layout is None or len(out_layout.axes) != 1:
             continue
-        per_channel = _output_channel_l1(node, weight)
-        if per_channel is not None and per_channel.size == out_layout.ids.size:
-            np.add.at(scores, out_layout.ids, per_channel)
+        per = per_channel(node, layout, values[node.input[layer_kind(node).weight]])
+        if per is not None and per.size == out_layout.ids.size:
+            np.add.at(scores, out_layout.ids, per)
     return scores
 
 
-def _output_channel_l1(node, weight: np.ndarray) -> np.ndarray | None:
-    magnitude = np.abs(weight.astype(np.float64))
-    if node.op_type == "Conv":
-        return magnitude.reshape(weight.shape[0], -1).sum(axis=1)
-    if node.op_type == "ConvTranspose":  # [Cin, Cout/group, k...]: group g owns a row block
-        groups = int(get_attribute(node, "group", 1))
-        blocks = magnitude.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1)
-        return blocks.sum(axis=(1, 3)).reshape(-1)
-    if node.op_type == "Gemm":
-        trans_b = int(get_attribute(node, "transB", 0))
-        return magnitude.sum(axis=1) if trans_b else magnitude.sum(axis=0)
-    if node.op_type == "MatMul" and weight.ndim == 2:
-        return magnitude.sum(axis=0)
-    return None
+def output_channel_rows(layout: WeightLayout, weight: np.ndarray) -> np.ndarray:
+    """The weight as a matrix with one row per output channel: the weights producing it."""
+    moved = np.moveaxis(weight, (layout.out_axis, layout.in_axis), (0, 1))
+    if layout.out_axis != layout.grouped_axis:
+        return moved.reshape(moved.shape[0], -1)
+    # Output j of group g (ConvTranspose) reads the input block of group g.
+    blocks = moved.reshape(moved.shape[0], layout.groups, moved.shape[1] // layout.groups, -1)
+    return blocks.transpose(1, 0, 2, 3).reshape(layout.groups * moved.shape[0], -1)
 
 
 def normalized_within_groups(analysis: Analysis, scores: np.ndarray) -> np.ndarray:
