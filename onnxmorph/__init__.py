@@ -10,8 +10,10 @@ from onnxmorph.expand import ExpandResult, expand
 from onnxmorph.graph import Analysis, analyze, load_model
 from onnxmorph.rewrite import verify_models as verify
 from onnxmorph.sensitivity import SensitivityReport, sensitivity
+from onnxmorph.sweep import SweepResult, sweep
 
 __version__ = "0.1.0"
 
 __all__ = ["Analysis", "ExpandResult", "OnnxMorphError", "PruneResult", "SensitivityReport",
-           "analyze", "expand", "load_model", "prune", "sensitivity", "verify", "__version__"]
+           "SweepResult", "analyze", "expand", "load_model", "prune", "sensitivity", "sweep",
+           "verify", "__version__"]

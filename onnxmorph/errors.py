@@ -38,3 +38,7 @@ class Interrupted(BaseException):
     def __init__(self, signum: int, where: str = "") -> None:
         super().__init__(where or f"signal {signum}")
         self.signum, self.where = signum, where
+
+
+class SweepError(OnnxMorphError):
+    """A sweep cannot start: Ray missing, bad budgets or seeds, an output folder in the way."""

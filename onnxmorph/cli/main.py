@@ -65,6 +65,7 @@ def _register_commands() -> None:
         prune_cmd,
         report_cmd,
         sensitivity_cmd,
+        sweep_cmd,
         verify_cmd,
     )
 
@@ -76,6 +77,7 @@ def _register_commands() -> None:
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
     cli.add_command(sensitivity_cmd.sensitivity)
+    cli.add_command(sweep_cmd.sweep)
 
 
 _register_commands()

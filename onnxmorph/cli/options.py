@@ -49,6 +49,9 @@ def training_options(command):
         click.option("--log", type=click.Path(dir_okay=False),
                      help="Write a JSON-lines training log here."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+        click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda[:N]",
+                     help="Where to train: cuda needs the onnxruntime-training CUDA build "
+                          "(README: Training on a GPU)."),
     ]
     for decorate in reversed(decorators):
         command = decorate(command)

@@ -61,7 +61,7 @@ METHODS = ["auto", *method_names()]
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
           budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
-          log: str | None, seed: int, steps: int, finetune_steps: int,
+          log: str | None, seed: int, device: str, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           input_shapes: tuple[str, ...], allow_uncounted: bool, as_json: bool) -> None:
@@ -90,7 +90,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                           learning_rate=learning_rate, optimizer=optimizer, loss=loss,
                           strength=strength, alive_threshold=alive_threshold, workdir=folder,
                           seed=seed, log=log, progress=not (as_json or quiet), resume=resume,
-                          checkpoint_every=checkpoint_every),
+                          checkpoint_every=checkpoint_every, device=device),
         )
         paths = result.save(out)
     report = result.report()

@@ -164,7 +164,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         output_name=output_name(model), cost_output=COST_OUTPUT, optimizer=options.optimizer,
     )
     session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              checkpoint=loaded.ort_path if loaded else None)
+                              checkpoint=loaded.ort_path if loaded else None,
+                              device=options.device, threads=options.threads)
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     rng = np.random.default_rng(options.seed)

@@ -13,6 +13,8 @@ from onnxmorph.errors import DataError, TrainingError
 from onnxmorph.training.artifacts import ArtifactPaths
 from onnxmorph.training.ort_api import import_training_modules
 
+DEVICES = ("cpu", "cuda")
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -35,17 +37,45 @@ def model_with_values(original_model: onnx.ModelProto,
     return out
 
 
-class TrainingSession:
-    """Runs training/eval steps on artifacts from `build_training_artifacts`."""
+def check_device(device: str) -> str:
+    """`device` ("cpu", "cuda" or "cuda:N") if this onnxruntime build can train on it."""
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind == "cpu" or not index.isdigit())):
+        raise TrainingError(f"unknown device '{device}'; use cpu, cuda or cuda:N")
+    if kind == "cuda":
+        import onnxruntime as ort
 
-    def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3,
-                 checkpoint: str | None = None) -> None:
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise TrainingError(
+                "--device cuda: this onnxruntime has no CUDAExecutionProvider; install the "
+                "CUDA build as the README's 'Training on a GPU' says, or use --device cpu")
+    return device
+
+
+class TrainingSession:
+    """Runs training/eval steps on artifacts from `build_training_artifacts`.
+
+    `device` "cuda" keeps parameters and steps on the GPU (numpy batches are copied there by
+    ORT); `threads` sets ORT's intra-op threads (None: ORT's default, one per core).
+    """
+
+    def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3, device: str = "cpu",
+                 threads: int | None = None, checkpoint: str | None = None) -> None:
         """`checkpoint`: a state written by `save_checkpoint` (weights and optimizer state)
         to continue from, instead of the artifacts' initial one."""
         _, _, api = import_training_modules()
         self.paths = paths
         self._state = api.CheckpointState.load_checkpoint(checkpoint or paths.checkpoint)
-        self._module = api.Module(paths.training_model, self._state, paths.eval_model)
+        try:
+            self._module = api.Module(paths.training_model, self._state, paths.eval_model,
+                                      device=check_device(device),
+                                      session_options=_session_options(threads))
+        except Exception as exc:  # e.g. the CUDA build on a machine without a usable GPU
+            if device == "cpu":
+                raise
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise TrainingError(f"onnxruntime could not start training on '{device}': "
+                                f"{first_line}") from exc
         self._optimizer = api.Optimizer(paths.optimizer_model, self._module)
         # Set the rate directly: api.LinearLRScheduler swaps warm-up and total steps (1.19.2).
         self._optimizer.set_learning_rate(learning_rate)
@@ -167,3 +197,13 @@ class TrainingSession:
             cost=cost,
             output=outs[p.output_index],
         )
+
+
+def _session_options(threads: int | None):
+    """Intra-op threads as asked (None: onnxruntime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options

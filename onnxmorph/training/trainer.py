@@ -23,7 +23,7 @@ from onnxmorph.training.evaluate import inference_session
 from onnxmorph.training.gates import GateSettings
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress, TrainingLog
-from onnxmorph.training.session import TrainingSession, model_with_values
+from onnxmorph.training.session import TrainingSession, check_device, model_with_values
 
 LOSSES = ("auto", "cross-entropy", "mse", "distill")
 
@@ -41,6 +41,7 @@ class TrainOptions:
     seed: int = 0
     log: str | None = None  # JSON-lines training log
     progress: bool = False
+    threads: int | None = None  # intra-op threads of the training session (None: ORT's)
     gates: GateSettings = field(default_factory=GateSettings)
     resume: bool = False  # continue from the checkpoints in `workdir`
     checkpoint_every: int = CHECKPOINT_EVERY
@@ -48,8 +49,12 @@ class TrainOptions:
     # resumed as finished leaves its log offset for the next phase to cut the log back to.
     log_started: bool = field(default=False, repr=False)
     log_offset: int | None = field(default=None, repr=False)
+    device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
 
     def __post_init__(self) -> None:
+        check_device(self.device)  # before any work: a missing GPU is a one-line error
+        if self.threads is not None and self.threads < 1:
+            raise TrainingError("--threads must be at least 1")
         if self.loss not in LOSSES:
             raise TrainingError(f"unknown loss '{self.loss}'; use one of {', '.join(LOSSES)}")
         if self.steps < 1 or self.finetune_steps < 0:
@@ -160,7 +165,8 @@ def finetune(
             optimizer=options.optimizer,
         )
         session = TrainingSession(paths, learning_rate=options.learning_rate,
-                                  checkpoint=loaded.ort_path if loaded else None)
+                                  checkpoint=loaded.ort_path if loaded else None,
+                                  device=options.device, threads=options.threads)
         batches = endless(data, checkpoints.resumed_batches())
         start = checkpoints.start
         with TrainingLog(options.log, append=options.log_started, resume_at=log_offset) as log, \

@@ -10,30 +10,17 @@ import pytest
 from click.testing import CliRunner
 
 from onnxmorph.cli.main import cli
+from tests.sample_loaders import write_sample_loader
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 RESNET = str(SAMPLES / "resnet_seed.onnx")
-
-_LOADER = """
-import numpy as np
-_npz = np.load({npz!r})
-X = ((((_npz["x_train"][:128].astype(np.float32) / 255.0) - 0.2860) / 0.3530)[:, None])
-Y = _npz["y_train"][:128].astype(np.int64)
-def train_batches():
-    for i in range(0, 128, 32):
-        yield {item}
-"""
 
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli_loaders")
-    paths = {}
-    for name, item in (("labeled", "X[i:i + 32], Y[i:i + 32]"), ("unlabeled", "X[i:i + 32]")):
-        paths[name] = folder / f"{name}.py"
-        paths[name].write_text(_LOADER.format(npz=str(SAMPLES / "fashion_mnist_subset.npz"),
-                                              item=item))
-    return paths
+    return {name: write_sample_loader(folder / f"{name}.py", labeled=name == "labeled")
+            for name in ("labeled", "unlabeled")}
 
 
 def _logits(path, x):
