@@ -11,9 +11,9 @@ import onnx
 
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
-from onnxmorph.graph.cost import TARGETS
+from onnxmorph.graph.cost import LATENCY_TARGET, TARGETS
 from onnxmorph.io import check_output_path, save_json, save_model, sidecar
-from onnxmorph.methods.select import SelectionRules, check_budget
+from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels, verify_models
@@ -67,11 +67,16 @@ def prune(
     budget: float = 0.5,
     data: str | os.PathLike | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    round_to: int = 1,
+    round_to: int | str = "auto",
     min_channels: int = 1,
     exclude: tuple[str, ...] | list[str] = (),
     verify: bool = False,
     training: dict | None = None,
+    latency_model: str = "table",
+    latency_table: str | os.PathLike | None = None,
+    latency_device: str = "cpu",
+    threads: int | None = None,
+    measure_latency: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -79,15 +84,28 @@ def prune(
     layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
     `data` (a loader file); "auto" picks "gates" when data is given. With data, "l1" and
     "uniform" fine-tune the pruned model on it.
+
+    round_to "auto" keeps channel counts multiples of onnxruntime's CPU channel block where
+    the seed's are. target "latency" prices structures with `latency_model` ("table": measured
+    per layer, cached or `latency_table`; "roofline": `latency_device`'s constants);
+    `measure_latency` times seed and result in onnxruntime (`threads`) for the report.
     """
-    _check_arguments(method, target, budget, round_to, min_channels)
+    _check_arguments(method, target, budget, 1, min_channels)
     if method == "auto":
         method = "gates" if data is not None else "l1"
     if method == "gates" and data is None:
         raise PruningError("--method gates learns from data: pass --data loader.py")
     analysis = analyze(model, input_shapes)
-    rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
-    extra: dict = {}
+    rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
+                           exclude=tuple(exclude))
+    extra: dict = {"round_to": round_to if round_to != "auto" else f"auto ({rules.round_to})"}
+    if target == LATENCY_TARGET or latency_table is not None:
+        from onnxmorph.latency import latency_model as build_latency
+
+        analysis.cost.latency = build_latency(analysis, kind=latency_model, threads=threads,
+                                              table_path=latency_table, device=latency_device)
+    if threads and data is not None:
+        training = {**(training or {}), "threads": threads}
     if method in ("l1", "uniform"):
         if method == "l1":
             alive = _l1(analysis, target, budget, rules)
@@ -114,6 +132,12 @@ def prune(
                          target=target, budget=budget, extra=extra)
     if verify and method != "gates":
         result.extra["verify"] = verify_models(analysis, sliced).to_dict()
+    if measure_latency or analysis.cost.latency is not None:
+        from onnxmorph.latency.report import latency_report
+
+        result.extra["latency"] = latency_report(analysis, alive, sliced,
+                                                 expr=analysis.cost.latency,
+                                                 measure=measure_latency, threads=threads)
     return result
 
 
@@ -128,8 +152,9 @@ def _l1(analysis: Analysis, target: str, budget: float, rules: SelectionRules) -
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:
     if method not in METHODS:
         raise PruningError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    if target not in TARGETS:
-        raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
+    if target not in (*TARGETS, LATENCY_TARGET):
+        raise PruningError(f"unknown target '{target}'; use one of "
+                           f"{', '.join((*TARGETS, LATENCY_TARGET))}")
     check_budget(budget)
     if round_to < 1 or min_channels < 0:
         raise PruningError("--round-to must be at least 1 and --min-channels at least 0")

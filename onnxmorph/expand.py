@@ -17,7 +17,7 @@ from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
 from onnxmorph.io import check_output_path, save_json, save_model, sidecar
-from onnxmorph.methods.select import SelectionRules
+from onnxmorph.methods.select import SelectionRules, resolve_round_to
 from onnxmorph.methods.uniform import uniform_width
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.grow import grow_channels
@@ -41,7 +41,7 @@ class ExpandResult:
 
 def expand(
     model: str | os.PathLike | onnx.ModelProto, *, width: float | None = None,
-    budget: float | None = None, target: str = "flops", round_to: int = 1,
+    budget: float | None = None, target: str = "flops", round_to: int | str = "auto",
     min_channels: int = 1, input_shapes: dict[str, tuple[int, ...]] | None = None,
     seed: int = 0,
 ) -> ExpandResult:
@@ -56,7 +56,7 @@ def expand(
     if budget is not None and budget <= 0:
         raise PruningError(f"budget {budget} must be positive")
     analysis = analyze(model, input_shapes)
-    rules = SelectionRules(round_to=round_to, min_channels=min_channels)
+    rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels)
     expr = analysis.cost.expr(target)
     if budget is not None:
         width = _width_for_budget(analysis, budget * expr(), target, rules, seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option
+from onnxmorph.cli.options import input_shape_option, json_option, round_to_option
 
 
 @click.command()
@@ -19,14 +19,13 @@ from onnxmorph.cli.options import input_shape_option, json_option
               help="Largest width whose cost is at most this fraction of MODEL's (may be > 1).")
 @click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
               show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True,
-              help="Keep channel counts multiples of N where MODEL's were.")
+@round_to_option
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of the new channels' weights.")
 @input_shape_option
 @json_option
 def expand(model: str, output: str | None, width: float | None, budget: float | None,
-           target: str, round_to: int, seed: int, input_shapes: tuple[str, ...],
+           target: str, round_to: str, seed: int, input_shapes: tuple[str, ...],
            as_json: bool) -> None:
     """Multiply every prunable group's channel count by a width."""
     from onnxmorph.expand import expand as run_expand

@@ -12,6 +12,12 @@ input_shape_option = click.option(
     help="Static shape for a model input with dynamic dimensions (repeatable).",
 )
 
+round_to_option = click.option(
+    "--round-to", default="auto", show_default=True, metavar="auto|N",
+    help="Keep channel counts multiples of N where the seed's were; auto: the block "
+         "onnxruntime's fast CPU kernels need on this machine (8 with AVX2, 16 with "
+         "AVX-512); 1: no rounding.")
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,6 +22,7 @@ from onnxmorph.graph.onnx_utils import get_attribute
 from onnxmorph.graph.param_axes import constant_channel_axis
 
 TARGETS = ("flops", "params")
+LATENCY_TARGET = "latency"  # needs a latency model attached (onnxmorph.latency)
 
 
 @dataclass
@@ -71,12 +73,20 @@ class CostExpr:
 class CostModel:
     macs: CostExpr
     params: CostExpr
+    # A LatencyExpr (same call interface) attached for target "latency"; graph/ stays free
+    # of the runtime, so onnxmorph.latency builds it and sets it here.
+    latency: Any = None
 
     def expr(self, target: str) -> CostExpr:
         if target == "flops":
             return self.macs
         if target == "params":
             return self.params
+        if target == LATENCY_TARGET:
+            if self.latency is None:
+                raise ValueError("no latency model attached; build one with "
+                                 "onnxmorph.latency.latency_model")
+            return self.latency
         raise ValueError(f"unknown cost target '{target}'; use one of {', '.join(TARGETS)}")
 
 

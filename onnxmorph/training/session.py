@@ -27,11 +27,13 @@ class StepResult:
 class TrainingSession:
     """Runs training/eval steps on artifacts from `build_training_artifacts`."""
 
-    def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3) -> None:
+    def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3,
+                 threads: int | None = None) -> None:
         _, _, api = import_training_modules()
         self.paths = paths
         self._state = api.CheckpointState.load_checkpoint(paths.checkpoint)
-        self._module = api.Module(paths.training_model, self._state, paths.eval_model)
+        self._module = api.Module(paths.training_model, self._state, paths.eval_model,
+                                  session_options=_session_options(threads))
         self._optimizer = api.Optimizer(paths.optimizer_model, self._module)
         # Set the rate directly: api.LinearLRScheduler swaps warm-up and total steps (1.19.2).
         self._optimizer.set_learning_rate(learning_rate)
@@ -153,3 +155,13 @@ class TrainingSession:
             cost=cost,
             output=outs[p.output_index],
         )
+
+
+def _session_options(threads: int | None):
+    """Intra-op threads as asked (None: onnxruntime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options

@@ -35,6 +35,7 @@ class TrainOptions:
     seed: int = 0
     log: str | None = None  # JSON-lines training log
     progress: bool = False
+    threads: int | None = None  # intra-op threads of the training session (None: ORT's)
     gates: GateSettings = field(default_factory=GateSettings)
 
     def __post_init__(self) -> None:
@@ -113,7 +114,8 @@ def finetune(
             frozen=None, loss=loss, output_name=output_name(model), cost_output=None,
             optimizer=options.optimizer,
         )
-        session = TrainingSession(paths, learning_rate=options.learning_rate)
+        session = TrainingSession(paths, learning_rate=options.learning_rate,
+                                  threads=options.threads)
         progress = Progress(steps, label, enabled=options.progress)
         batches = endless(data)
         for step in range(steps):
