@@ -72,7 +72,7 @@ def prune(
     exclude: tuple[str, ...] | list[str] = (),
     verify: bool = False,
     training: dict | None = None,
-    latency_model: str = "table",
+    latency_model: str | None = None,
     latency_table: str | os.PathLike | None = None,
     latency_device: str = "cpu",
     threads: int | None = None,
@@ -86,8 +86,9 @@ def prune(
     "uniform" fine-tune the pruned model on it.
 
     round_to "auto" keeps channel counts multiples of onnxruntime's CPU channel block where
-    the seed's are. target "latency" prices structures with `latency_model` ("table": measured
-    per layer, cached or `latency_table`; "roofline": `latency_device`'s constants);
+    the seed's are. target "latency" prices structures with `latency_model` ("table", the
+    default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
+    constants), which the report then shows too;
     `measure_latency` times seed and result in onnxruntime (`threads`) for the report.
     """
     _check_arguments(method, target, budget, 1, min_channels)
@@ -98,11 +99,13 @@ def prune(
     analysis = analyze(model, input_shapes)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
                            exclude=tuple(exclude))
-    extra: dict = {"round_to": round_to if round_to != "auto" else f"auto ({rules.round_to})"}
-    if target == LATENCY_TARGET or latency_table is not None:
+    extra: dict = {"round_to": rules.round_to if round_to != "auto"
+                   else f"auto ({rules.round_to})"}
+    if target == LATENCY_TARGET or latency_model or latency_table:
         from onnxmorph.latency import latency_model as build_latency
 
-        analysis.cost.latency = build_latency(analysis, kind=latency_model, threads=threads,
+        analysis.cost.latency = build_latency(analysis, kind=latency_model or "table",
+                                              threads=threads,
                                               table_path=latency_table, device=latency_device)
     if threads and data is not None:
         training = {**(training or {}), "threads": threads}

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option
+from onnxmorph.cli.options import (
+    input_shape_option,
+    json_option,
+    latency_device_option,
+    latency_model_option,
+    latency_table_option,
+)
 from onnxmorph.cli.table import format_count, render_table
 
 
@@ -15,13 +21,24 @@ from onnxmorph.cli.table import format_count, render_table
 @input_shape_option
 @json_option
 @click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
-def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool) -> None:
-    """Show MACs, parameters and the channel groups of MODEL."""
+@latency_model_option
+@latency_table_option
+@latency_device_option
+def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool,
+            latency_model: str | None, latency_table: str | None, latency_device: str) -> None:
+    """Show MACs, parameters (and, when asked, predicted latency) and the channel groups."""
     from onnxmorph.graph import analyze as run_analysis
     from onnxmorph.graph import parse_input_shapes
 
     result = run_analysis(model, parse_input_shapes(input_shapes))
     summary = result.to_dict()
+    if latency_model or latency_table:
+        from onnxmorph.latency import latency_model as build_latency
+
+        expr = build_latency(result, kind=latency_model or "table", table_path=latency_table,
+                             device=latency_device)
+        summary["latency_ms"] = expr()
+        summary["latency_model"] = latency_model or "table"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -32,6 +49,9 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups
     click.echo(f"inputs:  {shapes}")
     click.echo(f"MACs:    {format_count(summary['macs'])}")
     click.echo(f"params:  {format_count(summary['params'])}")
+    if "latency_ms" in summary:
+        click.echo(f"latency: {summary['latency_ms']:.3f} ms predicted for the weight layers "
+                   f"({summary['latency_model']})")
     click.echo(f"groups:  {len(groups)} ({len(prunable)} prunable, "
                f"{sum(g['channels'] for g in prunable)} prunable channels)")
     shown = groups if all_groups else prunable

@@ -40,6 +40,7 @@ def _register_commands() -> None:
         eval_cmd,
         expand_cmd,
         finetune_cmd,
+        profile_cmd,
         prune_cmd,
         report_cmd,
         verify_cmd,
@@ -52,6 +53,7 @@ def _register_commands() -> None:
     cli.add_command(eval_cmd.evaluate_command)
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
+    cli.add_command(profile_cmd.profile)
 
 
 _register_commands()

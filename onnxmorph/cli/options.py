@@ -18,6 +18,19 @@ round_to_option = click.option(
          "onnxruntime's fast CPU kernels need on this machine (8 with AVX2, 16 with "
          "AVX-512); 1: no rounding.")
 
+latency_model_option = click.option(
+    "--latency-model", type=click.Choice(["table", "roofline"]), default=None,
+    help="How latency is predicted: table (per-layer onnxruntime measurements, made by "
+         "`onnxmorph profile` and cached) or roofline (FLOPs and bytes; no measuring).")
+latency_table_option = click.option(
+    "--latency-table", type=click.Path(dir_okay=False),
+    help="Latency table JSON to use (made here if missing) instead of the cache.")
+latency_device_option = click.option(
+    "--latency-device", default="cpu", show_default=True,
+    help="Roofline constants: cpu (this machine) or p100, v100, t4, a100, h100.")
+threads_option = click.option(
+    "--threads", type=int, help="onnxruntime intra-op threads (default: one per core).")
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option, training_options
+from onnxmorph.cli.options import (
+    input_shape_option,
+    json_option,
+    latency_device_option,
+    latency_model_option,
+    latency_table_option,
+    round_to_option,
+    threads_option,
+    training_options,
+)
 from onnxmorph.cli.table import format_count
 
 
@@ -19,8 +28,9 @@ from onnxmorph.cli.table import format_count
               default="auto", show_default=True,
               help="l1: weight magnitude; uniform: same width multiplier everywhere; gates: "
                    "learned on --data (auto: gates with --data, else l1).")
-@click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
-              show_default=True, help="The cost the budget applies to (flops = MACs).")
+@click.option("--target", type=click.Choice(["flops", "params", "latency"]), default="flops",
+              show_default=True, help="The cost the budget applies to (flops = MACs; latency: "
+                                      "predicted by --latency-model).")
 @click.option("--budget", type=float, default=0.5, show_default=True,
               help="Fraction of the seed's cost to keep, in (0, 1].")
 @training_options
@@ -33,22 +43,28 @@ from onnxmorph.cli.table import format_count
                    "controller; the final structure still respects --budget.")
 @click.option("--alive-threshold", type=float, default=0.1, show_default=True,
               help="A channel lives while its gate probability is above this.")
-@click.option("--round-to", type=int, default=1, show_default=True,
-              help="Keep channel counts multiples of N where the seed's were.")
+@round_to_option
 @click.option("--min-channels", type=int, default=1, show_default=True,
               help="Never shrink a group below this many channels (0 lets a group vanish: "
                    "its residual branch is removed where that is exact).")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Leave layers matching this name or glob untouched (repeatable).")
 @click.option("--verify", is_flag=True, help="Check the result against the seed numerically.")
+@latency_model_option
+@latency_table_option
+@latency_device_option
+@threads_option
+@click.option("--measure-latency/--no-measure-latency", default=True, show_default=True,
+              help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
 @json_option
 def prune(model: str, output: str | None, method: str, target: str, budget: float,
           data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
-          strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
-          exclude: tuple[str, ...], verify: bool, input_shapes: tuple[str, ...],
-          as_json: bool) -> None:
+          strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
+          exclude: tuple[str, ...], verify: bool, latency_model: str | None,
+          latency_table: str | None, latency_device: str, threads: int | None,
+          measure_latency: bool, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -61,6 +77,8 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
         model, method=method, target=target, budget=budget, data=data,
         input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
         min_channels=min_channels, exclude=exclude, verify=verify,
+        latency_model=latency_model, latency_table=latency_table,
+        latency_device=latency_device, threads=threads, measure_latency=measure_latency,
         training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
                       optimizer=optimizer, loss=loss, strength=strength,
                       alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
@@ -83,6 +101,7 @@ def _print_summary(report: dict, paths: dict) -> None:
     for key, label in (("macs", "MACs"), ("params", "params")):
         click.echo(f"{label:7s} {format_count(seed[key]):>9s} → {format_count(pruned[key]):>9s}"
                    f"  ({ratio[key]:.1%})")
+    _print_latency(report.get("latency"))
     for key in ("accuracy_before", "accuracy_after"):
         if key in report:
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
@@ -92,3 +111,17 @@ def _print_summary(report: dict, paths: dict) -> None:
                    f"{report['verify']['relative_diff']:.2e})")
     for kind, path in paths.items():  # a str instead of a path: why it was not written
         click.echo(f"wrote {kind}: {path}" if isinstance(path, Path) else f"{kind}: {path}")
+
+
+def _print_latency(latency: dict | None) -> None:
+    if not latency:
+        return
+    if "predicted" in latency:
+        p = latency["predicted"]
+        click.echo(f"latency predicted (weight layers) {p['seed_ms']:.3f} → "
+                   f"{p['pruned_ms']:.3f} ms  ({p['ratio']:.1%})")
+    if "measured" in latency:
+        m = latency["measured"]
+        click.echo(f"latency measured {m['seed_ms']:.3f} → {m['pruned_ms']:.3f} ms "
+                   f"(batch {m['batch']}, median of {m['runs']}): speed-up {m['speedup']:.2f}× "
+                   f"of an ideal {latency['ideal_speedup']:.2f}× (1 / MACs ratio)")

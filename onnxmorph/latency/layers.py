@@ -63,8 +63,12 @@ def weight_layers(analysis: Analysis, expr: CostExpr | None = None) -> list[Laye
     """Every weight layer of the MACs cost model, in graph order."""
     expr = expr or analysis.cost.macs
     full = expr.forms(np.ones(expr.num_units))
+    # A count can change only if the form counts channels of a prunable group.
+    prunable = np.zeros(expr.num_units, dtype=bool)
+    for group in analysis.channels.prunable_groups():
+        prunable[group.units] = True
     variable = np.zeros(full.size, dtype=bool)
-    variable[np.unique(expr.form_rows)] = True
+    variable[np.unique(expr.form_rows[prunable[expr.form_units]])] = True
     terms = {layer: i for i, layer in enumerate(expr.layers)}
     loaded, specs = analysis.loaded, []
     for node in loaded.model.graph.node:

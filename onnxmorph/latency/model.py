@@ -21,7 +21,7 @@ LATENCY_MODELS = ("table", "roofline")
 def measured_table(analysis: Analysis, *, runtime: str = "ort-cpu", threads: int | None = None,
                    batch: int = 1, table_path: str | os.PathLike | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   ) -> tuple[LatencyTable, Path, bool]:
+                   remeasure: bool = False) -> tuple[LatencyTable, Path, bool]:
     """(table, its file, whether it was measured now): `table_path` if it exists, else the
     cached table for this model/machine/runtime/threads/batch, else measured and saved."""
     if runtime not in RUNTIMES:
@@ -31,7 +31,7 @@ def measured_table(analysis: Analysis, *, runtime: str = "ort-cpu", threads: int
     loaded = analysis.loaded
     key = table_key(loaded.model, loaded.input_shapes, runtime, threads, batch, GRID_NAME)
     path = Path(table_path) if table_path else cache_path(key)
-    if path.exists():
+    if path.exists() and not remeasure:
         table = LatencyTable.load(path)
         if table_path is None and table.key != key:
             raise LatencyTableError(f"cached latency table '{path}' has another key; delete it")

@@ -27,7 +27,7 @@ def grid_counts(full: int, variable: bool, step: int) -> list[int]:
     if not variable or full <= step:
         return [full]
     counts = {min(full, max(step, int(round(f * full / step)) * step)) for f in FRACTIONS}
-    return sorted(counts)
+    return sorted(counts | {full})
 
 
 def layer_step(spec: LayerSpec, full: int, block: int) -> int:

@@ -17,7 +17,7 @@ RUNTIMES = ("ort-cpu",)
 _NEON_WIDTH = 4  # ARM has no NCHWc in ORT 1.19; its sgemm packs 4 floats
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:

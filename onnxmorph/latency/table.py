@@ -70,6 +70,6 @@ class LatencyTable:
                        for k, v in data["configs"].items()}
             return cls(key=dict(data["key"]), layers=dict(data["layers"]), configs=configs,
                        info=dict(data.get("info", {})))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LatencyTableError(f"cannot read latency table '{path}' ({exc}); run "
                                     "`onnxmorph profile MODEL --latency-table FILE`") from exc
