@@ -17,8 +17,8 @@ from onnxmorph.latency.measure import make_session, random_feeds, time_session
 from onnxmorph.latency.runtime import channel_block
 from onnxmorph.latency.table import Grid, LatencyTable
 
-FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
-GRID_NAME = "fractions-1/8,1/4,1/2,3/4,1"
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # below 1/4: extended linearly to 0
+GRID_NAME = "fractions-1/4,1/2,3/4,1"
 _WORK_PER_RUN = 2e6  # MACs: smaller layers run as several copies in one model
 
 
