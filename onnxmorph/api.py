@@ -98,7 +98,7 @@ def prune(
         raise PruningError("--method gates learns from data: pass --data loader.py")
     analysis = analyze(model, input_shapes)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
-                           exclude=tuple(exclude))
+                           exclude=tuple(exclude), auto=round_to == "auto")
     extra: dict = {"round_to": rules.round_to if round_to != "auto"
                    else f"auto ({rules.round_to})"}
     if target == LATENCY_TARGET or latency_model or latency_table:
@@ -128,9 +128,10 @@ def prune(
     else:
         from onnxmorph.methods.gated import learn_structure
 
-        alive, sliced, extra = learn_structure(
+        alive, sliced, learned = learn_structure(
             analysis, data=data, target=target, budget=budget, rules=rules, **(training or {})
         )
+        extra.update(learned)
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
     if verify and method != "gates":

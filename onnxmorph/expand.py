@@ -7,6 +7,7 @@ what its input computes and fine-tuning puts the new capacity to use.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ def expand(
     if budget is not None and budget <= 0:
         raise PruningError(f"budget {budget} must be positive")
     analysis = analyze(model, input_shapes)
-    rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels)
+    rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
+                           auto=round_to == "auto")
     expr = analysis.cost.expr(target)
     if budget is not None:
         width = _width_for_budget(analysis, budget * expr(), target, rules, seed)
@@ -116,7 +118,7 @@ def _width_for_budget(analysis: Analysis, limit: float, target: str, rules: Sele
             high = middle
     if low == 0.0:
         raise PruningError("no width fits the budget; raise --budget")
-    return round(low, 4)
+    return math.floor(low * 1e4) / 1e4  # rounding up could cross a rounding step
 
 
 __all__ = ["ExpandResult", "expand"]

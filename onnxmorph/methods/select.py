@@ -21,10 +21,14 @@ class SelectionRules:
     round_to: int = 1  # "auto" is resolved to an int by resolve_round_to before it gets here
     min_channels: int = 1
     exclude: tuple[str, ...] = ()
+    auto: bool = False  # round_to is the runtime's block (--round-to auto)
 
     def step(self, group: ChannelGroup) -> int:
         """Channels are removed in chunks of this many: round_to where the seed's width was a
-        multiple of it (as the option promises), else 1."""
+        multiple of it (as the option promises), else 1. With auto, a group of one block
+        is rounded finer: it could otherwise never shrink."""
+        if self.auto and group.channels <= self.round_to:
+            return 1
         if self.round_to > 1 and group.channels % self.round_to == 0:
             return self.round_to
         return 1
@@ -44,7 +48,8 @@ def resolve_round_to(value: int | str, runtime: str = "ort-cpu") -> int:
     except (TypeError, ValueError):
         number = 0
     if number < 1:
-        raise PruningError(f"--round-to {value!r} is not valid; give 'auto' or an integer ≥ 1")
+        raise PruningError(f"--round-to {value!r} is not valid: give 'auto' or a number at "
+                           "least 1")
     return number
 
 
