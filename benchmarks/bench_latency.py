@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=15, help="timed rounds at batch 1")
     parser.add_argument("--runs-b32", type=int, default=4, help="timed rounds at batch 32")
+    parser.add_argument("--b32-budgets", type=float, nargs="*",
+                        help="time batch 32 only for structures at these budgets (ResNet-50 "
+                             "at batch 32 takes seconds per run)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/RESULTS_latency.md"))
     return parser.parse_args()
 
@@ -104,10 +107,16 @@ def bench_model(name: str, args, lines: list[str]) -> None:
               flush=True)
     timings = {}
     for batch, rounds in ((1, args.runs), (32, args.runs_b32)):
+        chosen = [0] + [i + 1 for i, (label, _) in enumerate(variants(args.budgets))
+                        if batch == 1 or args.b32_budgets is None
+                        or any(f"b{b}" in label.split() for b in args.b32_budgets)]
         try:
-            timings[batch] = interleaved(paths, batch, rounds, args.threads)
+            measured = interleaved([paths[i] for i in chosen], batch, rounds, args.threads)
         except Exception as exc:  # noqa: BLE001 - a fixed-batch export: report, go on
             print(f"  batch {batch}: {exc}", flush=True)
+            continue
+        timings[batch] = np.full((rounds, len(paths)), np.nan)
+        timings[batch][:, chosen] = measured
     state = "measured now" if measured else "from an earlier run"
     lines += [f"\n### {name} ({Path(seed).name}, input "
               f"{'x'.join(map(str, next(iter(analysis.loaded.input_shapes.values()))))})\n",
@@ -122,8 +131,8 @@ def bench_model(name: str, args, lines: list[str]) -> None:
         cells = [label, f"{macs:.3f}", f"{predicted:.3f}" if predicted else "-"]
         realised = None
         for batch in (1, 32):
-            if batch not in timings:
-                cells += ["n/a", "n/a"]
+            if batch not in timings or np.isnan(timings[batch][0, i]):
+                cells += ["not timed", "not timed"]
                 continue
             t = timings[batch]
             ratios = t[:, 0] / t[:, i]

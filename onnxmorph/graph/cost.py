@@ -84,8 +84,8 @@ class CostModel:
             return self.params
         if target == LATENCY_TARGET:
             if self.latency is None:
-                raise ValueError("no latency model attached; build one with "
-                                 "onnxmorph.latency.latency_model")
+                raise ValueError("unknown cost target 'latency' until a latency model is "
+                                 "attached (onnxmorph.latency.latency_model)")
             return self.latency
         raise ValueError(f"unknown cost target '{target}'; use one of {', '.join(TARGETS)}")
 
