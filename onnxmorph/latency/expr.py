@@ -37,14 +37,9 @@ class LatencyExpr:
         forms = self.forms_of.forms(alive)
         return self.tables(forms[self.input_forms], forms[self.output_forms])
 
-    def __call__(self, alive: np.ndarray | None = None) -> float:
-        if alive is None:
-            alive = np.ones(self.num_units)
-        return float(self.terms(alive).sum())
-
-    def by_layer(self, alive: np.ndarray | None = None) -> dict[str, float]:
-        alive = np.ones(self.num_units) if alive is None else alive
-        return dict(zip(self.layers, self.terms(alive).tolist()))
+    # Same call interface as CostExpr, from the same code: total and per-layer sums of terms.
+    __call__ = CostExpr.__call__
+    by_layer = CostExpr.by_layer
 
 
 def latency_expr(analysis: Analysis, table: LatencyTable) -> LatencyExpr:
