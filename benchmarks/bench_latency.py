@@ -111,12 +111,12 @@ def bench_model(name: str, args, lines: list[str]) -> None:
                         if batch == 1 or args.b32_budgets is None
                         or any(f"b{b}" in label.split() for b in args.b32_budgets)]
         try:
-            measured = interleaved([paths[i] for i in chosen], batch, rounds, args.threads)
+            times = interleaved([paths[i] for i in chosen], batch, rounds, args.threads)
         except Exception as exc:  # noqa: BLE001 - a fixed-batch export: report, go on
             print(f"  batch {batch}: {exc}", flush=True)
             continue
         timings[batch] = np.full((rounds, len(paths)), np.nan)
-        timings[batch][:, chosen] = measured
+        timings[batch][:, chosen] = times
     state = "measured now" if measured else "from an earlier run"
     lines += [f"\n### {name} ({Path(seed).name}, input "
               f"{'x'.join(map(str, next(iter(analysis.loaded.input_shapes.values()))))})\n",
