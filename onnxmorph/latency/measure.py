@@ -21,6 +21,9 @@ def session_options(threads: int | None = None):
     if threads:
         options.intra_op_num_threads = int(threads)
     options.log_severity_level = 3
+    # Idle worker threads of one session must not spin while another runs: interleaved
+    # timing keeps several sessions open (spinning made the first model of each round slow).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
