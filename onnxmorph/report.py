@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.layers import weight_layer_ops
 
-_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_LAYER_OPS = weight_layer_ops()
 
 
 def structure(analysis: Analysis, alive: np.ndarray) -> dict:

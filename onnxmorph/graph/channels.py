@@ -16,6 +16,7 @@ import onnx
 from onnxmorph.graph.handlers import Coupling, Fresh, Layout, NodeContext, handler_for
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.graph.onnx_utils import default_opset
+from onnxmorph.graph.quantized import constant_values
 from onnxmorph.graph.union_find import UnionFind
 
 
@@ -77,6 +78,7 @@ class _Driver:
         self.layouts: dict[str, Layout] = {}
         self.pins: list[tuple[np.ndarray, str]] = []
         self._opset = default_opset(loaded.model, 13)
+        self.constants = constant_values(loaded)  # initializers and quantized weights
 
     def run(self) -> ChannelAnalysis:
         graph = self.loaded.model.graph
@@ -103,7 +105,7 @@ class _Driver:
             in_layouts=[self.layouts.get(n) if n else None for n in node.input],
             in_shapes=[self.loaded.shapes.get(n) if n else None for n in node.input],
             out_shapes=[self.loaded.shapes.get(n) if n else None for n in node.output],
-            constants=[self.loaded.initializers.get(n) if n else None for n in node.input],
+            constants=[self.constants.get(n) if n else None for n in node.input],
             opset=self._opset,
         )
         handler = handler_for(node)
@@ -143,12 +145,13 @@ class _Driver:
         for ids, reason in self.pins:
             for unit in np.unique(unit_of_id[np.ravel(ids)]).tolist():
                 pinned.setdefault(unit, reason)
-        groups = _build_groups(self.loaded, layouts, unit_group, len(group_ids), pinned)
+        groups = _build_groups(self.loaded, layouts, unit_group, len(group_ids), pinned,
+                               self.constants)
         return ChannelAnalysis(layouts=layouts, groups=groups, unit_group=unit_group,
                                pinned=pinned)
 
 
-def _build_groups(loaded, layouts, unit_group, count, pinned) -> list[ChannelGroup]:
+def _build_groups(loaded, layouts, unit_group, count, pinned, constants) -> list[ChannelGroup]:
     tensors: list[list[str]] = [[] for _ in range(count)]
     for name, layout in layouts.items():
         if name in loaded.initializers:
@@ -157,7 +160,7 @@ def _build_groups(loaded, layouts, unit_group, count, pinned) -> list[ChannelGro
             tensors[group].append(name)
     layers: list[list[str]] = [[] for _ in range(count)]
     for node in loaded.model.graph.node:
-        if not any(n in loaded.initializers for n in node.input):
+        if not any(n in constants for n in node.input):
             continue  # only nodes with weights are "layers"
         touched = [layouts[n].ids for n in list(node.input) + list(node.output) if n in layouts]
         if touched:

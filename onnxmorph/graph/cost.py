@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 
 from onnxmorph.graph.channels import ChannelAnalysis
+from onnxmorph.graph.layers import constant_channel_axis, layer_kind
 from onnxmorph.graph.load import LoadedModel
-from onnxmorph.graph.onnx_utils import get_attribute
-from onnxmorph.graph.param_axes import constant_channel_axis
+from onnxmorph.graph.quantized import QuantizedConstant, constant_values, quantized_constants
 
 TARGETS = ("flops", "params")
 LATENCY_TARGET = "latency"  # needs a latency model attached (onnxmorph.latency)
@@ -103,7 +103,11 @@ class _Builder:
         self.counts: list[np.ndarray] = []
         self.offsets: list[float] = []
         self.terms = {"macs": [], "params": []}
-        self.counted: set[str] = set()  # constants whose parameters are already counted
+        self.values = constant_values(loaded)  # initializers and dequantized weights
+        self.quantized = quantized_constants(loaded.model, loaded.initializers)
+        # Constants whose parameters are already counted; a quantized constant's own inputs
+        # (int8 values, scale, zero point) are counted by the layer that reads it.
+        self.counted: set[str] = {n for q in self.quantized.values() for n in q.node.input}
 
     def form(self, tensor: str, axis_size: int) -> int:
         """Index of the linear form 'alive channels of `tensor`' (a constant if unknown)."""
@@ -132,31 +136,43 @@ class _Builder:
         self.terms[kind].append((layer, float(coef), first, second))
 
     def build(self) -> CostModel:
-        counted = self.counted
         for node in self.loaded.model.graph.node:
-            rule = _RULES.get(node.op_type)
-            if rule is not None and rule(self, node):
-                counted.add(node.input[1])  # the weight; a bias is per-channel
-            self._per_channel_params(node, counted)
+            _weight_layer(self, node)
+            self._per_channel_params(node)
         return CostModel(macs=self._expr("macs"), params=self._expr("params"))
 
-    def _per_channel_params(self, node: onnx.NodeProto, counted: set[str]) -> None:
-        """Constants other than conv/linear weights: per-channel ones shrink with the output."""
+    def _per_channel_params(self, node: onnx.NodeProto) -> None:
+        """Constants other than weights: per-channel ones (by role) shrink with the output."""
         out = node.output[0]
         out_shape = self.loaded.shapes.get(out)
         layout = self.channels.layouts.get(out)
         for index, name in enumerate(node.input):
-            value = self.loaded.initializers.get(name)
-            if value is None or name in counted or value.dtype.kind != "f":
+            value = self.values.get(name)
+            if value is None or name in self.counted or value.dtype.kind != "f":
                 continue
-            counted.add(name)
+            self.counted.add(name)
             layer = node.name or out
             axis = constant_channel_axis(node, index, value, layout, out_shape)
-            if axis is None:
+            form = None if axis is None else self.form(out, value.shape[axis])
+            if form is None:
                 self.add("params", layer, value.size, self.constant_form())
             else:
-                size = value.shape[axis]
-                self.add("params", layer, value.size / size, self.form(out, size))
+                self.add("params", layer, value.size / value.shape[axis], form)
+            self.quantization_params(layer, name, {} if axis is None else {axis: form})
+
+    def quantization_params(self, layer: str, name: str, forms: dict[int, int]) -> None:
+        """Scale and zero point of a quantized constant: per channel along its sliced axis."""
+        quantized: QuantizedConstant | None = self.quantized.get(name)
+        if quantized is None:
+            return
+        for index in (1, 2):
+            if index >= len(quantized.node.input) or not quantized.node.input[index]:
+                continue
+            size = self.loaded.initializers[quantized.node.input[index]].size
+            if quantized.axis in forms and index in quantized.per_axis_inputs:
+                self.add("params", layer, 1.0, forms[quantized.axis])
+            else:
+                self.add("params", layer, size, self.constant_form())
 
     def _expr(self, kind: str) -> CostExpr:
         terms = self.terms[kind]
@@ -174,51 +190,39 @@ class _Builder:
         )
 
 
-def _conv(builder: _Builder, node: onnx.NodeProto) -> bool:
-    weight = builder.loaded.initializers.get(node.input[1])
-    x_shape = builder.loaded.shapes.get(node.input[0])
-    y_shape = builder.loaded.shapes.get(node.output[0])
-    if weight is None or x_shape is None or y_shape is None:
+def _weight_layer(builder: _Builder, node: onnx.NodeProto) -> bool:
+    """MACs and weight parameters of a layer, bilinear in its alive inputs and outputs."""
+    kind = layer_kind(node)
+    if kind is None or kind.weight is None or len(node.input) <= kind.weight:
         return False
-    groups = _group(node)
-    kernel = math.prod(weight.shape[2:])
-    transposed = node.op_type == "ConvTranspose"
+    weight_name = node.input[kind.weight]
+    weight = builder.values.get(weight_name)
+    x_shape = builder.loaded.shapes.get(node.input[kind.activation])
+    y_shape = builder.loaded.shapes.get(node.output[0])
+    layout = kind.weight_layout(node, weight.shape) if weight is not None else None
+    if layout is None or x_shape is None or y_shape is None:
+        return False
+    x_axis, y_axis = kind.activation_axis(len(x_shape)), kind.activation_axis(len(y_shape))
     # A transposed conv does its multiply-adds per input pixel, a conv per output pixel.
-    pixels = math.prod(x_shape[2:] if transposed else y_shape[2:]) * y_shape[0]
-    in_per_group = weight.shape[0] // groups if transposed else weight.shape[1]
+    where = x_shape if kind.positions == "input" else y_shape
+    positions = math.prod(where) // where[kind.activation_axis(len(where))]
     name = node.name or node.output[0]
-    f_in = builder.form(node.input[0], x_shape[1])
-    f_out = builder.form(node.output[0], y_shape[1])
-    shared = node.input[1] in builder.counted  # a weight two layers share is stored once
-    if groups > 1 and in_per_group == 1:  # depthwise: linear in the alive channels
-        builder.add("macs", name, pixels * kernel, f_out)
+    f_in = builder.form(node.input[kind.activation], x_shape[x_axis])
+    f_out = builder.form(node.output[0], y_shape[y_axis])
+    shared = weight_name in builder.counted  # a weight two layers share is stored once
+    if layout.depthwise:  # linear in the alive channels
+        builder.add("macs", name, positions * layout.kernel, f_out)
         if not shared:
-            builder.add("params", name, kernel, f_out)
+            builder.add("params", name, layout.kernel, f_out)
     else:
-        builder.add("macs", name, pixels * kernel / groups, f_in, f_out)
+        coef = layout.kernel / layout.groups
+        builder.add("macs", name, positions * coef, f_in, f_out)
         if not shared:
-            builder.add("params", name, kernel / groups, f_in, f_out)
+            builder.add("params", name, coef, f_in, f_out)
+    if not shared:
+        builder.counted.add(weight_name)
+        forms = {layout.out_axis: f_out, layout.in_axis: f_in}
+        if layout.groups > 1:
+            forms.pop(layout.grouped_axis)
+        builder.quantization_params(name, weight_name, forms)
     return True
-
-
-def _gemm(builder: _Builder, node: onnx.NodeProto) -> bool:
-    weight = builder.loaded.initializers.get(node.input[1])
-    a_shape = builder.loaded.shapes.get(node.input[0])
-    y_shape = builder.loaded.shapes.get(node.output[0])
-    if weight is None or weight.ndim != 2 or a_shape is None or y_shape is None:
-        return False
-    rows = math.prod(y_shape[:-1])
-    name = node.name or node.output[0]
-    f_in = builder.form(node.input[0], a_shape[-1])
-    f_out = builder.form(node.output[0], y_shape[-1])
-    builder.add("macs", name, rows, f_in, f_out)
-    if node.input[1] not in builder.counted:  # a weight two layers share is stored once
-        builder.add("params", name, 1.0, f_in, f_out)
-    return True
-
-
-def _group(node: onnx.NodeProto) -> int:
-    return int(get_attribute(node, "group", 1))
-
-
-_RULES = {"Conv": _conv, "ConvTranspose": _conv, "Gemm": _gemm, "MatMul": _gemm}

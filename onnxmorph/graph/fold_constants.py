@@ -21,6 +21,8 @@ _NONDETERMINISTIC = {
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
     "Bernoulli", "Dropout",
 }
+# Folding DequantizeLinear would silently turn a quantized weight into a float one.
+_QUANTIZATION = {"QuantizeLinear", "DequantizeLinear"}
 
 
 def fold_constants(
@@ -64,7 +66,7 @@ def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> No
 
 
 def _evaluate(node, known, opset, static_shapes) -> list[np.ndarray] | None:
-    if not is_default_domain(node) or node.op_type in _NONDETERMINISTIC:
+    if not is_default_domain(node) or node.op_type in _NONDETERMINISTIC | _QUANTIZATION:
         return None
     if node.op_type == "Shape":
         return _fold_shape(node, static_shapes)

@@ -19,6 +19,7 @@ from onnx import helper
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.cost import CostExpr
 from onnxmorph.graph.onnx_utils import get_attribute
+from onnxmorph.graph.quantized import constant_values
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -71,6 +72,7 @@ def weight_layers(analysis: Analysis, expr: CostExpr | None = None) -> list[Laye
     variable[np.unique(expr.form_rows[prunable[expr.form_units]])] = True
     terms = {layer: i for i, layer in enumerate(expr.layers)}
     loaded, specs = analysis.loaded, []
+    values = constant_values(loaded)  # a quantized weight is timed as its float layer
     for node in loaded.model.graph.node:
         name = node.name or node.output[0]
         if node.op_type not in LAYER_OPS or name not in terms:
@@ -84,7 +86,7 @@ def weight_layers(analysis: Analysis, expr: CostExpr | None = None) -> list[Laye
             name=name, op_type=node.op_type, attributes=tuple(node.attribute),
             input_shape=tuple(loaded.shapes[node.input[0]]),
             output_shape=tuple(loaded.shapes[node.output[0]]),
-            weight_shape=tuple(loaded.initializers[node.input[1]].shape),
+            weight_shape=tuple(values[node.input[1]].shape),
             has_bias=len(node.input) > 2 and bool(node.input[2]),
             form_in=form_in, form_out=form_out, in_full=in_full, out_full=out_full,
             in_variable=bool(form_in >= 0 and variable[form_in]),

@@ -19,9 +19,10 @@ from onnx.reference import ReferenceEvaluator
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.fold_constants import remove_unused_initializers
 from onnxmorph.graph.handlers.elementwise import UNARY_OPS
+from onnxmorph.graph.layers import layer_kind, weight_layer_ops
 from onnxmorph.graph.onnx_utils import default_opset, get_attribute
 
-_LAYERS = ("Conv", "Gemm", "MatMul")
+_LAYERS = weight_layer_ops()
 _PER_CHANNEL = ("BatchNormalization", *UNARY_OPS)
 _MERGES = ("Add", "Sum")
 
@@ -104,23 +105,27 @@ def _other_inputs_live(merge, branch, analysis, alive) -> bool:
 
 
 def _layer_bias(layer, analysis) -> np.ndarray | None:
-    """The layer's output for an all-zero input, as a [1, C, 1, ...] (or [1, C]) array."""
+    """The layer's output for an all-zero input (its bias), broadcastable over its output."""
     shape = analysis.loaded.shapes.get(layer.output[0])
-    if shape is None:
+    kind = layer_kind(layer)
+    if shape is None or kind is None:
         return None
-    channels = shape[1] if layer.op_type == "Conv" else shape[-1]
+    axis = kind.activation_axis(len(shape))
+    channels = shape[axis]
     values = analysis.loaded.initializers
-    bias_name = layer.input[2] if len(layer.input) > 2 and layer.input[2] else None
-    if layer.op_type == "MatMul" or bias_name is None:
+    bias_name = None
+    if kind.bias is not None and len(layer.input) > kind.bias and layer.input[kind.bias]:
+        bias_name = layer.input[kind.bias]
+    if bias_name is None:
         bias = np.zeros(channels, np.float32)
+    elif bias_name not in values:
+        return None  # a quantized or run-time bias: keep a channel instead
     else:
         bias = np.broadcast_to(values[bias_name], (channels,)).astype(np.float32)
-        if layer.op_type == "Gemm":
-            beta = float(get_attribute(layer, "beta", 1.0))
-            bias = bias * beta
-    if layer.op_type == "Conv":
-        return bias.reshape(1, channels, *[1] * (len(shape) - 2))
-    return bias.reshape(*[1] * (len(shape) - 1), channels)
+        bias = bias * float(get_attribute(layer, "beta", 1.0))  # Gemm's beta (1 elsewhere)
+    view = [1] * len(shape)
+    view[axis] = channels
+    return bias.reshape(view)
 
 
 def _evaluate(start_name, start, chain, end, analysis) -> np.ndarray:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.fold_constants import remove_unused_initializers
-from onnxmorph.graph.onnx_utils import get_attribute, set_attribute
-from onnxmorph.graph.param_axes import constant_channel_axis
+from onnxmorph.graph.layers import constant_channel_axis, layer_kind, weight_layout
+from onnxmorph.graph.onnx_utils import set_attribute
+from onnxmorph.graph.quantized import quantized_constants
 
 _BLOCKING_OPS = ("Split", "Slice", "Gather")
 
@@ -68,29 +69,27 @@ def _blocked_groups(analysis: Analysis, additions: dict[int, int]) -> dict[int, 
     for group in analysis.groups:
         if additions.get(group.id, 0) > 0 and not group.prunable:
             skipped[group.id] = f"it is not prunable: {group.reason}"
+    values = analysis.loaded.initializers
+    quantized = quantized_constants(analysis.loaded.model, values)
     for node in analysis.loaded.model.graph.node:
         groups = {int(g) for n in node.input if n in layouts
                   for g in np.unique(unit_group[layouts[n].ids])}
-        grouped = node.op_type in ("Conv", "ConvTranspose") and _grouped_not_depthwise(
-            node, analysis)
+        layout = weight_layout(node, values)
+        grouped = layout is not None and layout.groups > 1 and not layout.depthwise
         if node.op_type in _BLOCKING_OPS or grouped:
             for g in groups:
                 skipped.setdefault(g, f"{node.op_type} '{node.name}' takes fixed sub-ranges")
+        if any(n in quantized for n in node.input):
+            touched = groups | {int(g) for n in node.output if n in layouts
+                                for g in np.unique(unit_group[layouts[n].ids])}
+            for g in touched:
+                skipped.setdefault(g, f"{node.op_type} '{node.name}' has quantized constants")
         for n in list(node.input) + list(node.output):
             layout = layouts.get(n)
             if layout is not None and len(layout.axes) != 1:
                 for g in np.unique(unit_group[layout.ids]):
                     skipped.setdefault(int(g), f"tensor '{n}' has a split channel axis")
     return skipped
-
-
-def _grouped_not_depthwise(node: onnx.NodeProto, analysis: Analysis) -> bool:
-    groups = int(get_attribute(node, "group", 1))
-    weight = analysis.loaded.initializers.get(node.input[1])
-    if groups == 1 or weight is None:
-        return False
-    in_per_group = weight.shape[0] // groups if node.op_type == "ConvTranspose" else weight.shape[1]
-    return in_per_group != 1
 
 
 def _grown_map(ids, unit_group, additions, skipped):
@@ -150,9 +149,12 @@ def _grow_node(node, maps, layouts, shapes, values, writer, rng) -> None:
         if axis is not None:  # per-channel constants: new channels take the mean value
             writer.set(node, index, _take(value, out_map, axis, value.mean(axis=axis,
                                                                            keepdims=True)))
-    weight = values.get(node.input[1]) if len(node.input) > 1 else None
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and weight is not None:
-        _grow_weight(node, weight, in_map, out_map, writer, rng)
+    layout = weight_layout(node, values)
+    if layout is not None:
+        kind = layer_kind(node)
+        in_map = maps.get(node.input[kind.activation])
+        _grow_weight(node, kind.weight, layout, values[node.input[kind.weight]], in_map,
+                     out_map, writer, rng)
     elif node.op_type == "Reshape" and out_map is not None:
         target = values[node.input[1]].copy()
         for axis, (old, new) in enumerate(zip(shapes[out], _new_shape(out, shapes, layouts,
@@ -172,25 +174,28 @@ def _new_shape(name, shapes, layouts, maps) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _grow_weight(node, weight, in_map, out_map, writer, rng) -> None:
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+def _grow_weight(node, index, layout, weight, in_map, out_map, writer, rng) -> None:
+    """New outputs get random weights, new inputs zero weights (unused until fine-tuned)."""
     std = float(weight.std()) or 1e-2
-    # Conv [Cout, Cin/g, k..], ConvTranspose [Cin, Cout, k..], Gemm/MatMul [K, N] ([N, K] transB)
-    out_axis, in_axis = {"Conv": (0, 1), "ConvTranspose": (1, 0)}.get(node.op_type, (1, 0))
-    if node.op_type == "Gemm" and int(attrs.get("transB", 0)):
-        out_axis, in_axis = 0, 1
-    depthwise = node.op_type in ("Conv", "ConvTranspose") and int(attrs.get("group", 1)) > 1
     grown = weight
-    if out_map is not None:
-        fresh_shape = list(weight.shape)
-        fresh_shape[out_axis] = int((out_map < 0).sum())
-        fresh = (rng.standard_normal(fresh_shape) * std).astype(weight.dtype)
-        grown = _take(grown, out_map, out_axis, fresh)
-    if in_map is not None and not depthwise:
-        grown = _take(grown, in_map, in_axis, 0.0)  # new inputs start unused: same function
-    if depthwise and in_map is not None:
+    if out_map is not None and not (layout.depthwise and layout.out_axis == layout.grouped_axis):
+        grown = _take(grown, out_map, layout.out_axis,
+                      _random_block(weight, layout.out_axis, out_map, std, rng))
+    if in_map is not None and not layout.depthwise:
+        grown = _take(grown, in_map, layout.in_axis, 0.0)  # same function until trained
+    if layout.depthwise and in_map is not None:
+        if layout.in_axis != layout.grouped_axis:  # ConvTranspose: one input row per group
+            grown = _take(grown, in_map, layout.in_axis,
+                          _random_block(weight, layout.in_axis, in_map, std, rng))
         set_attribute(node, "group", int(in_map.size))
-    writer.set(node, 1, grown)
+    writer.set(node, index, grown)
+
+
+def _random_block(weight, axis, index_map, std, rng) -> np.ndarray:
+    """Random weights for the new positions (-1) of `index_map` along `axis`."""
+    shape = list(weight.shape)
+    shape[axis] = int((index_map < 0).sum())
+    return (rng.standard_normal(shape) * std).astype(weight.dtype)
 
 
 class _Writer:

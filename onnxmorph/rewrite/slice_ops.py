@@ -1,5 +1,9 @@
 """Per-op slicing rules, registered by op type: how a node's constants and attributes change
-when channels of its input and output tensors are removed."""
+when channels of its input and output tensors are removed.
+
+Weights and per-channel constants are sliced by a *selection* (a keep mask per axis) derived
+from the layer-kind registry (graph/layers.py); the writer applies it to the stored tensor, so
+the same selection slices an int8 weight and its per-axis scale and zero point."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import numpy as np
 import onnx
 
 from onnxmorph.graph.handlers.base import Layout
+from onnxmorph.graph.layers import constant_channel_axis, layer_kind, weight_layer_ops
 from onnxmorph.graph.onnx_utils import get_attribute, remove_attribute, set_attribute
-from onnxmorph.graph.param_axes import constant_channel_axis
+
+Selection = dict[int, np.ndarray]  # axis → keep mask along it
 
 
 @dataclass
@@ -23,6 +29,7 @@ class SliceContext:
     new_shapes: dict[str, tuple[int, ...]]
     constants: dict[str, np.ndarray]
     set_constant: Callable[[onnx.NodeProto, int, np.ndarray], None]
+    select_constant: Callable[[onnx.NodeProto, int, Selection], None]
 
     def mask(self, tensor: str) -> np.ndarray | None:
         return self.keep.get(tensor)
@@ -31,6 +38,10 @@ class SliceContext:
         if index >= len(self.node.input) or not self.node.input[index]:
             return None
         return self.constants.get(self.node.input[index])
+
+    def select(self, index: int, selection: Selection) -> None:
+        if selection:
+            self.select_constant(self.node, index, selection)
 
     def set_attr(self, name: str, value) -> None:
         set_attribute(self.node, name, value)
@@ -60,7 +71,8 @@ def apply_rule(ctx: SliceContext) -> None:
 
 
 def _per_channel_constants(ctx: SliceContext) -> None:
-    """Biases, batch-norm statistics, per-channel scales: slice along the output channels."""
+    """Biases, batch-norm statistics, per-channel scales on either operand: every input whose
+    declared role makes it per channel is sliced along the output channels."""
     out = ctx.node.output[0]
     out_mask = ctx.mask(out)
     if out_mask is None or out_mask.all():
@@ -73,67 +85,25 @@ def _per_channel_constants(ctx: SliceContext) -> None:
             ctx.node, index, value, ctx.layouts.get(out), ctx.shapes.get(out)
         )
         if axis is not None:
-            ctx.set_constant(ctx.node, index, np.compress(out_mask, value, axis=axis))
+            ctx.select(index, {axis: out_mask.ravel()})
 
 
-def _in_out(ctx: SliceContext) -> tuple[np.ndarray, np.ndarray]:
-    node = ctx.node
-    weight = ctx.const(1)
-    in_mask = ctx.mask(node.input[0])
-    out_mask = ctx.mask(node.output[0])
-    n_in = ctx.shapes[node.input[0]][1]
-    n_out = ctx.shapes[node.output[0]][1] if weight is not None else 0
-    in_mask = np.ones(n_in, bool) if in_mask is None else in_mask
-    out_mask = np.ones(n_out, bool) if out_mask is None else out_mask
-    return in_mask, out_mask
-
-
-@rule("Conv")
-def conv(ctx: SliceContext) -> None:
-    weight = ctx.const(1)
-    groups = int(ctx.attr("group", 1))
-    in_mask, out_mask = _in_out(ctx)
-    if groups > 1 and weight.shape[1] == 1:  # depthwise: the group count follows the channels
-        ctx.set_constant(ctx.node, 1, weight[out_mask])
-        if not in_mask.all():
-            ctx.set_attr("group", int(in_mask.sum()))
+@rule(*weight_layer_ops())
+def weight_layer(ctx: SliceContext) -> None:
+    """Conv, ConvTranspose, Gemm, MatMul: keep the weight entries of kept inputs and outputs."""
+    kind = layer_kind(ctx.node)
+    weight = ctx.const(kind.weight)
+    if weight is None:
         return
-    per_group_in = in_mask.reshape(groups, -1)[0]  # tied across groups by the handler
-    ctx.set_constant(ctx.node, 1, weight[out_mask][:, per_group_in])
-
-
-@rule("ConvTranspose")
-def conv_transpose(ctx: SliceContext) -> None:
-    weight = ctx.const(1)  # [Cin, Cout/group, k...]
-    groups = int(ctx.attr("group", 1))
-    in_mask, out_mask = _in_out(ctx)
-    if groups > 1 and weight.shape[0] == groups:
-        ctx.set_constant(ctx.node, 1, weight[in_mask])
-        if not in_mask.all():
-            ctx.set_attr("group", int(in_mask.sum()))
-        return
-    per_group_out = out_mask.reshape(groups, -1)[0]
-    ctx.set_constant(ctx.node, 1, weight[in_mask][:, per_group_out])
-
-
-@rule("Gemm")
-def gemm(ctx: SliceContext) -> None:
-    weight = ctx.const(1)
-    in_mask, out_mask = _in_out(ctx)
-    if int(ctx.attr("transB", 0)):
-        ctx.set_constant(ctx.node, 1, weight[out_mask][:, in_mask])
-    else:
-        ctx.set_constant(ctx.node, 1, weight[in_mask][:, out_mask])
-
-
-@rule("MatMul")
-def matmul(ctx: SliceContext) -> None:
-    weight = ctx.const(1)
-    in_mask = ctx.mask(ctx.node.input[0])
+    layout = kind.weight_layout(ctx.node, weight.shape)
+    in_mask = ctx.mask(ctx.node.input[kind.activation])
     out_mask = ctx.mask(ctx.node.output[0])
-    in_mask = np.ones(weight.shape[0], bool) if in_mask is None else in_mask
-    out_mask = np.ones(weight.shape[1], bool) if out_mask is None else out_mask
-    ctx.set_constant(ctx.node, 1, weight[in_mask][:, out_mask])
+    ctx.select(kind.weight, layout.selection(
+        None if in_mask is None else in_mask.ravel(),
+        None if out_mask is None else out_mask.ravel()))
+    groups = layout.groups_after(None if in_mask is None else in_mask.ravel())
+    if groups != layout.groups:
+        ctx.set_attr("group", groups)
 
 
 @rule("Split")

@@ -22,8 +22,11 @@ def zero_removed_channels(
     graph = masked.graph
     renamed: dict[str, str] = {}
     new_nodes: dict[str, onnx.NodeProto] = {}
+    # Quantized (integer) tensors cannot be multiplied by a float mask; zeroing the float tensor
+    # a QuantizeLinear reads zeroes its DequantizeLinear output too (DQ(Q(0)) == 0).
+    quantized = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     for name, mask in keep.items():
-        if mask.all():
+        if mask.all() or name in quantized:
             continue
         layout = layouts[name]
         values = mask.astype(np.float32).reshape(mask_shape(layout, len(shapes[name])))

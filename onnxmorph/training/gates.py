@@ -18,12 +18,13 @@ from onnx import helper, numpy_helper
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.channels import ChannelGroup, mask_shape
 from onnxmorph.graph.cost import CostExpr
+from onnxmorph.graph.layers import weight_layer_ops
 from onnxmorph.latency.expr import LatencyExpr
 
 PREFIX = "onnxmorph_gate"
 NOISE_INPUT = f"{PREFIX}_noise"
 COST_OUTPUT = "onnxmorph_cost"
-_CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_CONSUMERS = weight_layer_ops()  # layers whose input channels a gate scales
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,15 @@ Importing this package registers every built-in handler. Adding an op means one 
 the module of its kind (or a new module imported here) and one test.
 """
 
-from onnxmorph.graph.handlers import conv, elementwise, linear, reshape, spatial, structure
+from onnxmorph.graph.handlers import (
+    conv,
+    elementwise,
+    linear,
+    quantize,
+    reshape,
+    spatial,
+    structure,
+)
 from onnxmorph.graph.handlers.base import (
     Coupling,
     Fresh,
@@ -17,5 +25,6 @@ from onnxmorph.graph.handlers.base import (
 
 __all__ = [
     "Coupling", "Fresh", "Layout", "NodeContext", "handler_for", "register",
-    "registered_op_types", "conv", "elementwise", "linear", "reshape", "spatial", "structure",
+    "registered_op_types", "conv", "elementwise", "linear", "quantize", "reshape", "spatial",
+    "structure",
 ]

@@ -1,4 +1,8 @@
-"""Conv and ConvTranspose: new output channels, with grouped and depthwise coupling."""
+"""Conv and ConvTranspose: new output channels, with grouped and depthwise coupling.
+
+The weight layout (which axis holds the output and input channels, groups) comes from the
+layer-kind registry (graph/layers.py).
+"""
 
 from __future__ import annotations
 
@@ -12,26 +16,20 @@ from onnxmorph.graph.handlers.base import (
     register,
     single_axis,
 )
+from onnxmorph.graph.layers import LAYER_KINDS
 
 
-@register("Conv")
+@register("Conv", "ConvTranspose")
 def conv(ctx: NodeContext) -> Coupling:
-    weight = ctx.const(1)
+    kind = LAYER_KINDS[ctx.node.op_type]
+    weight = ctx.const(kind.weight)
     if weight is None:
-        return ctx.boundary(f"Conv '{ctx.name}' has weights computed at run time")
-    groups = int(ctx.attr("group", 1))
-    out_channels = weight.shape[0]
-    return _grouped(ctx, groups, in_per_group=weight.shape[1], out_channels=out_channels)
+        return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has weights computed at run time")
+    layout = kind.weight_layout(ctx.node, weight.shape)
+    if layout is None:
+        return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has a weight of unexpected rank")
+    return _grouped(ctx, layout.groups, layout.in_per_group, layout.out_channels)
 
-
-@register("ConvTranspose")
-def conv_transpose(ctx: NodeContext) -> Coupling:
-    weight = ctx.const(1)  # [Cin, Cout/group, k...]
-    if weight is None:
-        return ctx.boundary(f"ConvTranspose '{ctx.name}' has weights computed at run time")
-    groups = int(ctx.attr("group", 1))
-    in_per_group = weight.shape[0] // groups
-    return _grouped(ctx, groups, in_per_group=in_per_group, out_channels=weight.shape[1] * groups)
 
 
 def _grouped(ctx: NodeContext, groups: int, in_per_group: int, out_channels: int) -> Coupling:

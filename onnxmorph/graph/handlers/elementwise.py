@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext, register, single_axis
+from onnxmorph.graph.layers import BROADCAST_OPS
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid",
@@ -11,11 +12,7 @@ UNARY_OPS = (
     "Round", "Sign", "Sin", "Cos", "Not", "IsNaN", "IsInf", "Shrink",
 )
 # PRelu's slope and Clip's bounds may be per-channel constants: the broadcast rule handles them.
-BROADCAST_OPS = (
-    "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Pow", "Where", "PRelu", "Clip",
-    "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod",
-    "BitShift",
-)
+# Which operands are broadcast operands (sliced with the channels) is declared in graph/layers.
 
 
 @register(*[op for op in UNARY_OPS if op not in BROADCAST_OPS])

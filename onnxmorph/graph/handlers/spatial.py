@@ -1,11 +1,18 @@
 """Ops that work per channel (pooling, normalisation, padding, resizing) and the ones that
-mix channels (LRN, Softmax or a reduction over the channel axis)."""
+mix channels (LRN, Softmax, LayerNormalization or a reduction over the channel axis)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext, register, single_axis
+from onnxmorph.graph.handlers.base import (
+    Coupling,
+    Fresh,
+    Layout,
+    NodeContext,
+    register,
+    single_axis,
+)
 
 POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
          "GlobalLpPool")
@@ -38,18 +45,35 @@ def lrn(ctx: NodeContext) -> Coupling:
     return ctx.boundary(f"LRN '{ctx.name}' normalises each channel by its neighbours")
 
 
-@register("Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "CumSum", "ArgMax",
-          "ArgMin", "TopK")
+@register("LayerNormalization")
+def layer_normalization(ctx: NodeContext) -> Coupling:
+    """Normalising over the channel axis ties every channel to the mean and variance of all of
+    them, so those channels stay; but they stay where they are (channels-last stays last), so
+    a following Linear on that axis still makes prunable hidden units."""
+    layout, shape = ctx.in_layouts[0], ctx.in_shapes[0]
+    if layout is None or shape is None:
+        return ctx.boundary(f"LayerNormalization '{ctx.name}' has an unknown shape")
+    axis = int(ctx.attr("axis", -1))
+    axis = axis + len(shape) if axis < 0 else axis
+    if not any(a >= axis for a in layout.axes):
+        return ctx.passthrough()  # normalises within each channel (over the axes after it)
+    reason = f"LayerNormalization '{ctx.name}' mixes values across channels"
+    if not single_axis(layout):
+        return ctx.boundary(reason)
+    outputs: list = [Fresh(axis=layout.axis, count=layout.size, pinned=reason)]
+    return Coupling(outputs=outputs + [None] * (len(ctx.out_shapes) - 1),
+                    pins=[(layout.ids, reason)])
+
+
+@register("Softmax", "LogSoftmax", "Hardmax", "CumSum", "ArgMax", "ArgMin", "TopK")
 def along_axis(ctx: NodeContext) -> Coupling:
     layout, shape = ctx.in_layouts[0], ctx.in_shapes[0]
     if layout is None or shape is None:
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has an unknown shape")
     # Before opset 13, Softmax/LogSoftmax/Hardmax flatten the input to 2-D at `axis`
     # (default 1) and work over every axis from `axis` on, like LayerNormalization does.
-    flattening = ctx.node.op_type == "LayerNormalization" or (
-        ctx.opset < 13 and ctx.node.op_type in ("Softmax", "LogSoftmax", "Hardmax")
-    )
-    axis = ctx.attr("axis", 1 if flattening and ctx.node.op_type != "LayerNormalization" else -1)
+    flattening = ctx.opset < 13 and ctx.node.op_type in ("Softmax", "LogSoftmax", "Hardmax")
+    axis = ctx.attr("axis", 1 if flattening else -1)
     axis = int(axis) + len(shape) if int(axis) < 0 else int(axis)
     covered = range(axis, len(shape)) if flattening else [axis]
     if ctx.node.op_type in ("ArgMax", "ArgMin", "TopK") or any(a in covered for a in layout.axes):
