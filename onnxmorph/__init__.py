@@ -9,8 +9,9 @@ from onnxmorph.errors import OnnxMorphError
 from onnxmorph.expand import ExpandResult, expand
 from onnxmorph.graph import Analysis, analyze, load_model
 from onnxmorph.rewrite import verify_models as verify
+from onnxmorph.sensitivity import SensitivityReport, sensitivity
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "ExpandResult", "OnnxMorphError", "PruneResult", "analyze", "expand",
-           "load_model", "prune", "verify", "__version__"]
+__all__ = ["Analysis", "ExpandResult", "OnnxMorphError", "PruneResult", "SensitivityReport",
+           "analyze", "expand", "load_model", "prune", "sensitivity", "verify", "__version__"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,13 +13,27 @@ import onnx
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import LATENCY_TARGET, TARGETS
-from onnxmorph.io import check_output_path, save_json, save_model, sidecar
+from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
+from onnxmorph.methods.registry import (
+    DEFAULT_CALIBRATION_BATCHES,
+    MethodInput,
+    check_data,
+    get_method,
+    method_names,
+)
 from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
-from onnxmorph.rewrite import slice_channels, verify_models
+from onnxmorph.rewrite import slice_channels
+from onnxmorph.rewrite.postconditions import (
+    check_seed_runs,
+    check_sliced,
+    check_trained,
+    require_passed,
+)
+from onnxmorph.rewrite.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerances
 
-METHODS = ("auto", "l1", "uniform", "gates")
+METHODS = ("auto", *method_names())
 
 
 @dataclass
@@ -46,17 +61,24 @@ class PruneResult:
     def save(self, path: str | os.PathLike) -> dict[str, Path | str]:
         """Write the model and, next to it, `<stem>.structure.json`, `<stem>.report.json` and
         the picture `<stem>.structure.png` (under "plot": its path, or a note why it was not
-        drawn)."""
+        drawn). All or nothing: the files are renamed into place only once all were written,
+        the model last-but-one and the report last."""
         path = check_output_path(path)
         paths = {"model": path, "structure": sidecar(path, "structure.json"),
-                 "report": sidecar(path, "report.json")}
+                 "report": sidecar(path, "report.json"), "plot": sidecar(path, "structure.png")}
+        for written in paths.values():
+            check_output_path(written, inputs=[self.analysis.loaded.source])
         structure = self.structure
-        save_json(structure, paths["structure"])
-        save_json(self.report(), paths["report"])
-        save_model(self.model, path)
-        png, history = sidecar(path, "structure.png"), self.extra.get("learned", {}).get("history")
-        paths["plot"] = png if write_structure_plot(structure, png, history) else SKIP_NOTE
-        return paths
+        history = self.extra.get("learned", {}).get("history")
+        written = write_file_set({
+            paths["structure"]: json_bytes(structure),
+            paths["plot"]: lambda tmp: write_structure_plot(structure, tmp, history),
+            path: self.model.SerializeToString(),
+            paths["report"]: json_bytes(self.report()),
+        })
+        if paths["plot"] not in written:
+            paths["plot"] = SKIP_NOTE
+        return {key: paths[key] for key in ("model", "structure", "report", "plot")}
 
 
 def prune(
@@ -70,8 +92,11 @@ def prune(
     round_to: int | str = "auto",
     min_channels: int = 1,
     exclude: tuple[str, ...] | list[str] = (),
-    verify: bool = False,
+    verify: bool = True,
     training: dict | None = None,
+    calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
+    atol: float | None = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     latency_model: str | None = None,
     latency_table: str | os.PathLike | None = None,
     latency_device: str = "cpu",
@@ -82,60 +107,64 @@ def prune(
 
     method "l1" ranks channels by weight magnitude and needs no data; "uniform" shrinks every
     layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
-    `data` (a loader file); "auto" picks "gates" when data is given. With data, "l1" and
-    "uniform" fine-tune the pruned model on it.
+    `data` (a loader file); "fpgm" ranks by distance to the layer's geometric median (no
+    data); "apoz", "activation" and "taylor" rank on `calibration_batches` batches of `data`;
+    "auto" picks "gates" when data is given, else "l1". With data, the one-shot methods
+    fine-tune the pruned model on it (`training["finetune_steps"]`). `METHODS` lists them all.
+
+    verify (on by default) checks the post-conditions of onnxmorph/rewrite/postconditions.py
+    and raises PostconditionError if one fails; atol/rtol are verify's tolerances.
 
     round_to "auto" keeps channel counts multiples of onnxruntime's CPU channel block where
     the seed's are. target "latency" prices structures with `latency_model` ("table", the
     default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
-    constants), which the report then shows too;
-    `measure_latency` times seed and result in onnxruntime (`threads`) for the report.
+    constants), which the report then shows too; `measure_latency` times seed and result in
+    onnxruntime (`threads`, also the training sessions' threads) for the report.
     """
     _check_arguments(method, target, budget, 1, min_channels)
+    check_tolerances(atol, rtol)
+    if calibration_batches < 1:
+        raise PruningError("--calibration-batches must be at least 1")
     if method == "auto":
         method = "gates" if data is not None else "l1"
-    if method == "gates" and data is None:
-        raise PruningError("--method gates learns from data: pass --data loader.py")
+    chosen = get_method(method)
+    check_data(chosen, data)
     analysis = analyze(model, input_shapes)
+    if verify:
+        check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
                            exclude=tuple(exclude), auto=round_to == "auto")
-    extra: dict = {"round_to": rules.round_to if round_to != "auto"
-                   else f"auto ({rules.round_to})"}
     if target == LATENCY_TARGET or latency_model or latency_table:
         from onnxmorph.latency import latency_model as build_latency
 
         analysis.cost.latency = build_latency(analysis, kind=latency_model or "table",
-                                              threads=threads,
-                                              table_path=latency_table, device=latency_device)
+                                              threads=threads, table_path=latency_table,
+                                              device=latency_device)
     if threads and data is not None:
         training = {**(training or {}), "threads": threads}
-    if method in ("l1", "uniform"):
-        if method == "l1":
-            alive = _l1(analysis, target, budget, rules)
-        else:
-            from onnxmorph.methods.uniform import width_for_budget
-
-            width, alive = width_for_budget(analysis, target, budget, rules)
-            extra["width"] = width
+    request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
+                          data=data, training=dict(training or {}),
+                          calibration_batches=calibration_batches)
+    start = time.perf_counter()
+    selection = chosen.select(request)
+    extra: dict = {**selection.extra, "method_seconds": time.perf_counter() - start,
+                   "round_to": rules.round_to if round_to != "auto" else f"auto ({rules.round_to})"}
+    alive, sliced = selection.alive, selection.model
+    if sliced is None:
         sliced_result = slice_channels(analysis, alive)
         alive, sliced = sliced_result.alive, sliced_result.model
-        if data is not None:  # the L1 baseline with fine-tuning, as in the literature
+        if verify:  # the slice itself, before any training changes its weights
+            extra["verify"] = check_sliced(analysis, sliced, atol=atol, rtol=rtol)
+        if data is not None:  # the one-shot baselines with fine-tuning, as in the literature
             from onnxmorph.methods.gated import finetune_on_data
 
             sliced, tuned = finetune_on_data(analysis.loaded.model, sliced, data,
                                              **(training or {}))
             extra.update(tuned)
-    else:
-        from onnxmorph.methods.gated import learn_structure
-
-        alive, sliced, learned = learn_structure(
-            analysis, data=data, target=target, budget=budget, rules=rules, **(training or {})
-        )
-        extra.update(learned)
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
-    if verify and method != "gates":
-        result.extra["verify"] = verify_models(analysis, sliced).to_dict()
+    if verify:
+        _check_trained_result(result, data)
     if measure_latency or analysis.cost.latency is not None:
         from onnxmorph.latency.report import latency_report
 
@@ -145,17 +174,22 @@ def prune(
     return result
 
 
-def _l1(analysis: Analysis, target: str, budget: float, rules: SelectionRules) -> np.ndarray:
-    from onnxmorph.methods.l1 import l1_unit_scores, normalized_within_groups
-    from onnxmorph.methods.select import select_to_budget
-
-    scores = normalized_within_groups(analysis, l1_unit_scores(analysis))
-    return select_to_budget(analysis, scores, target, budget, rules)
+def _check_trained_result(result: PruneResult, data) -> None:
+    """A trained result: its slice was verified before training (gates: with the gates
+    folded); the trained model must pass the checker, load and run like the seed."""
+    if result.method == "gates":
+        require_passed(result.extra.get("verify_gates_folded", {}),
+                       "verify (gates folded, before fine-tuning)")
+    if data is not None:
+        loaded = result.analysis.loaded
+        result.extra["postconditions"] = check_trained(loaded.model, result.model,
+                                                       loaded.input_shapes)
 
 
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:
-    if method not in METHODS:
-        raise PruningError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    names = ("auto", *method_names())  # METHODS, plus methods registered since the import
+    if method not in names:
+        raise PruningError(f"unknown method '{method}'; use one of {', '.join(names)}")
     if target not in (*TARGETS, LATENCY_TARGET):
         raise PruningError(f"unknown target '{target}'; use one of "
                            f"{', '.join((*TARGETS, LATENCY_TARGET))}")

@@ -17,11 +17,13 @@ import onnx
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
-from onnxmorph.io import check_output_path, save_json, save_model, sidecar
+from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
 from onnxmorph.methods.select import SelectionRules, resolve_round_to
 from onnxmorph.methods.uniform import uniform_width
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.grow import grow_channels
+from onnxmorph.rewrite.postconditions import check_seed_runs, check_sliced
+from onnxmorph.rewrite.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerances
 
 _MAX_WIDTH = 8.0
 
@@ -33,10 +35,12 @@ class ExpandResult:
     report: dict = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike) -> dict[str, Path]:
+        """Write the model and `<stem>.report.json`, all or nothing, the report last."""
         path = check_output_path(path)
         paths = {"model": path, "report": sidecar(path, "report.json")}
-        save_json(self.report, paths["report"])
-        save_model(self.model, path)
+        check_output_path(paths["report"])
+        write_file_set({path: self.model.SerializeToString(),
+                        paths["report"]: json_bytes(self.report)})
         return paths
 
 
@@ -44,19 +48,27 @@ def expand(
     model: str | os.PathLike | onnx.ModelProto, *, width: float | None = None,
     budget: float | None = None, target: str = "flops", round_to: int | str = "auto",
     min_channels: int = 1, input_shapes: dict[str, tuple[int, ...]] | None = None,
-    seed: int = 0,
+    seed: int = 0, verify: bool = True, atol: float | None = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> ExpandResult:
     """Scale every prunable group by `width`, or by the largest width whose `target` cost is
-    at most `budget` × the model's own cost (budget may exceed 1 to grow)."""
+    at most `budget` × the model's own cost (budget may exceed 1 to grow).
+
+    verify (on by default): the post-conditions of a sliced model. A grown model's new
+    channels have zero outgoing weights, so it too must compute exactly what MODEL computes.
+    """
     if (width is None) == (budget is None):
         raise PruningError("give exactly one of --width and --budget")
     if target not in TARGETS:
         raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
     if width is not None and not 0 < width <= _MAX_WIDTH:
         raise PruningError(f"width {width} is outside (0, {_MAX_WIDTH}]")
-    if budget is not None and budget <= 0:
-        raise PruningError(f"budget {budget} must be positive")
+    if budget is not None and not 0 < budget < math.inf:
+        raise PruningError(f"budget {budget} must be a positive number")
+    check_tolerances(atol, rtol)
     analysis = analyze(model, input_shapes)
+    if verify:
+        check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
                            auto=round_to == "auto")
     expr = analysis.cost.expr(target)
@@ -72,6 +84,8 @@ def expand(
                      for g in analysis.channels.prunable_groups()},
         "not_grown": {str(g): why for g, why in scaled.skipped.items()},
     }
+    if verify:
+        report["verify"] = check_sliced(analysis, scaled.model, atol=atol, rtol=rtol)
     return ExpandResult(model=scaled.model, width=width, report=report)
 
 

@@ -47,7 +47,7 @@ def test_prune_l1_half_budget(path):
     assert 0 < report["ratio"]["macs"] <= 0.52
     assert report["pruned"]["params"] < report["seed"]["params"]
     assert report["verify"]["passed"], report["verify"]
-    assert report["verify"]["relative_diff"] <= report["verify"]["tolerance"]
+    assert report["verify"]["batch_sizes"] == [1, 3]
     onnx.checker.check_model(result.model, full_check=True)
 
     # The report's numbers are the cost model's, which match re-analysing both models.
@@ -58,7 +58,7 @@ def test_prune_l1_half_budget(path):
     assert round(again.params) == report["pruned"]["params"]
     # And onnxruntime agrees with an independent run of both models.
     check = onnxmorph.verify(path, result.model)
-    assert check.passed and check.output_scale > 0
+    assert check.passed and check.batch_sizes == [1, 3]
 
 
 @pytest.mark.parametrize("path", SEEDS, ids=IDS)

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option, round_to_option
+from onnxmorph.cli.options import (
+    check_range,
+    check_ranges,
+    input_shape_option,
+    json_option,
+    round_to_number,
+    round_to_option,
+    tolerance_options,
+    verify_option,
+)
 
 
 @click.command()
@@ -22,20 +31,27 @@ from onnxmorph.cli.options import input_shape_option, json_option, round_to_opti
 @round_to_option
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of the new channels' weights.")
+@verify_option
+@tolerance_options
 @input_shape_option
 @json_option
 def expand(model: str, output: str | None, width: float | None, budget: float | None,
-           target: str, round_to: str, seed: int, input_shapes: tuple[str, ...],
-           as_json: bool) -> None:
+           target: str, round_to: str, seed: int, verify: bool, atol: float | None, rtol: float,
+           input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Multiply every prunable group's channel count by a width."""
     from onnxmorph.expand import expand as run_expand
     from onnxmorph.graph import parse_input_shapes
-    from onnxmorph.io import check_output_path
+    from onnxmorph.io import check_output_path, sidecar
 
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".expanded.onnx")
-    check_output_path(out)
+    check_range("--budget", budget, above=0)  # may exceed 1: expand grows
+    check_ranges({"--width": width, "--round-to": round_to_number(round_to), "--seed": seed,
+                  "--atol": atol, "--rtol": rtol})
+    for path in (out, sidecar(out, "report.json")):
+        check_output_path(path, inputs=[model])
     result = run_expand(model, width=width, budget=budget, target=target, round_to=round_to,
-                        input_shapes=parse_input_shapes(input_shapes), seed=seed)
+                        input_shapes=parse_input_shapes(input_shapes), seed=seed,
+                        verify=verify, atol=atol, rtol=rtol)
     paths = result.save(out)
     if as_json:
         click.echo(json.dumps({**result.report, "files": {k: str(v) for k, v in paths.items()}},

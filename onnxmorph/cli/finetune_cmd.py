@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import training_options
+from onnxmorph.cli.options import check_ranges, training_options, verify_option
 
 
 @click.command()
@@ -17,13 +17,16 @@ from onnxmorph.cli.options import training_options
 @click.option("--teacher", type=click.Path(dir_okay=False),
               help="Model whose outputs are the targets of --loss distill (default: MODEL).")
 @training_options
+@verify_option
 def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
              loss: str, learning_rate: float, optimizer: str, workdir: str | None,
-             log: str | None, seed: int) -> None:
+             log: str | None, seed: int, verify: bool) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
     from onnxmorph.graph.model_file import read_model_file
-    from onnxmorph.io import check_output_path, save_model
+    from onnxmorph.io import check_distinct_outputs, check_output_path, save_model
+    from onnxmorph.rewrite.postconditions import check_trained
+    from onnxmorph.rewrite.verify import check_same_inputs
     from onnxmorph.training.data import DataSource, model_input_specs
     from onnxmorph.training.evaluate import evaluate
     from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
@@ -31,20 +34,28 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
 
     if data is None:
         raise DataError("finetune needs --data loader.py")
-    out = Path(output) if output else Path(model).with_suffix("").with_suffix(".finetuned.onnx")
-    check_output_path(out)
+    # MODEL's whole stem, as prune does: "a.v2.onnx" → "a.v2.finetuned.onnx".
+    out = Path(output) if output else Path(model).with_name(Path(model).stem + ".finetuned.onnx")
+    check_ranges({"--steps": steps, "--lr": learning_rate, "--seed": seed})
+    for path in (out, log):
+        if path is not None:
+            check_output_path(path, inputs=[model, data, teacher])
+    check_distinct_outputs([out, log])
     options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
                            learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
                            seed=seed, log=log, progress=True)
     proto = read_model_file(model)
+    teacher_model = read_model_file(teacher) if teacher else proto
+    check_same_inputs(proto, teacher_model, f"'{model}'", f"teacher '{teacher}'")
     source = DataSource(data, model_input_specs(proto))
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
     kind = choose_loss(options.loss, first)
-    teacher_model = read_model_file(teacher) if teacher else proto
     tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
                   else None, steps)
+    if verify:  # trained weights compare with nothing: checker, loads, runs like MODEL
+        check_trained(proto, tuned, {name: value.shape for name, value in first.inputs.items()})
     save_model(tuned, out)
     result = evaluate(tuned, source)
     if result.accuracy is not None:

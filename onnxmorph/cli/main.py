@@ -10,6 +10,7 @@ import click
 from onnxmorph.errors import OnnxMorphError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1  # also a model onnxmorph made that fails its post-conditions
 
 
 class _Group(click.Group):
@@ -19,8 +20,23 @@ class _Group(click.Group):
         except OnnxMorphError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"onnxmorph: error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            click.echo(f"onnxmorph: error: {one_line(str(exc))}", err=True)
+            # A model onnxmorph made that fails its post-conditions says so with exit code 1.
+            sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT))
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug in onnxmorph or a library: one line, exit code 1
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"onnxmorph: internal error: {type(exc).__name__}: "
+                       f"{one_line(str(exc))[:500]} (a bug: rerun with --debug for the "
+                       "traceback and report it)", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+def one_line(message: str) -> str:
+    """Errors are one line (scripts grep them); a library's multi-line message is joined."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 @click.group(cls=_Group)
@@ -43,6 +59,7 @@ def _register_commands() -> None:
         profile_cmd,
         prune_cmd,
         report_cmd,
+        sensitivity_cmd,
         verify_cmd,
     )
 
@@ -54,6 +71,7 @@ def _register_commands() -> None:
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
     cli.add_command(profile_cmd.profile)
+    cli.add_command(sensitivity_cmd.sensitivity)
 
 
 _register_commands()

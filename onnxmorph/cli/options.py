@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import click
+
+from onnxmorph.errors import OnnxMorphError
 
 input_shape_option = click.option(
     "--input-shape",
@@ -56,3 +60,78 @@ def training_options(command):
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
+
+
+# The post-conditions (onnxmorph/rewrite/postconditions.py) run unless --no-verify.
+verify_option = click.option(
+    "--verify/--no-verify", default=True, show_default=True,
+    help="Check the written model: onnx full check, loads in onnxruntime, and computes what "
+         "the seed computes with the removed channels zeroed at two batch sizes (a trained "
+         "model: runs with the seed's output shapes and finite values). On by default; "
+         "--no-verify skips it for speed.")
+
+# Copies of rewrite.verify.DEFAULT_RTOL and AUTO_ATOL (a test keeps them equal): importing
+# that module here would load onnx for every `--help`.
+DEFAULT_RTOL = 1e-3
+AUTO_ATOL = 1e-5
+
+
+def tolerance_options(command):
+    """--atol/--rtol of the numeric comparison `|a-b| <= atol + rtol*|b|`."""
+    decorators = [
+        click.option("--atol", type=float, default=None,
+                     help="Absolute tolerance: |pruned - seed| <= atol + rtol*|seed|. "
+                          f"Default: {AUTO_ATOL:g} × max(1, largest |seed output|), because "
+                          "float32 rounding grows with the scale of the outputs."),
+        click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
+                     help="Relative tolerance (see --atol)."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+class OptionValueError(OnnxMorphError):
+    """A numeric option is out of its range."""
+
+
+def check_range(option: str, value: float | int | None, *, above: float | None = None,
+                at_least: float | None = None, below: float | None = None,
+                at_most: float | None = None) -> None:
+    """Refuse, in one line, a numeric option outside its range (NaN and ±inf included)."""
+    if value is None:
+        return
+    bounds = [(above, ">", lambda v, b: v > b), (at_least, ">=", lambda v, b: v >= b),
+              (below, "<", lambda v, b: v < b), (at_most, "<=", lambda v, b: v <= b)]
+    wanted = [f"{sign} {bound:g}" for bound, sign, _ in bounds if bound is not None]
+    if not math.isfinite(value) or not all(ok(value, bound) for bound, _, ok in bounds
+                                           if bound is not None):
+        raise OptionValueError(f"{option} must be a finite number {' and '.join(wanted)} "
+                               f"(got {value})")
+
+
+# The range of every numeric option that has one, in check_range's words.
+RANGES: dict[str, dict[str, float]] = {
+    "--steps": {"at_least": 1}, "--finetune-steps": {"at_least": 0}, "--lr": {"above": 0},
+    "--strength": {"at_least": 0}, "--alive-threshold": {"above": 0, "below": 1},
+    "--round-to": {"at_least": 1}, "--min-channels": {"at_least": 0},
+    "--seed": {"at_least": 0}, "--atol": {"at_least": 0}, "--rtol": {"at_least": 0},
+    "--width": {"above": 0, "at_most": 8},
+}
+
+
+def check_ranges(values: dict[str, float | int | None]) -> None:
+    """check_range for each `--option: value` by RANGES."""
+    for option, value in values.items():
+        check_range(option, value, **RANGES[option])
+
+
+def round_to_number(value: str | int) -> int | None:
+    """--round-to as a number for check_range (None for auto); a word is refused in one line."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise OptionValueError(
+            f"--round-to must be auto or a whole number (got {value!r})") from None

@@ -8,26 +8,34 @@ from pathlib import Path
 import click
 
 from onnxmorph.cli.options import (
+    check_ranges,
     input_shape_option,
     json_option,
     latency_device_option,
     latency_model_option,
     latency_table_option,
+    round_to_number,
     round_to_option,
     threads_option,
+    tolerance_options,
     training_options,
+    verify_option,
 )
 from onnxmorph.cli.table import format_count
+from onnxmorph.methods.registry import DEFAULT_CALIBRATION_BATCHES, method_help, method_names
+
+METHODS = ["auto", *method_names()]
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Pruned model path (default: MODEL's name + .pruned.onnx, next to it).")
-@click.option("--method", type=click.Choice(["auto", "l1", "uniform", "gates"]),
-              default="auto", show_default=True,
-              help="l1: weight magnitude; uniform: same width multiplier everywhere; gates: "
-                   "learned on --data (auto: gates with --data, else l1).")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="auto: gates with --data, else l1. " + method_help())
+@click.option("--calibration-batches", type=int, default=DEFAULT_CALIBRATION_BATCHES,
+              show_default=True,
+              help="Batches of --data that apoz, activation and taylor rank channels on.")
 @click.option("--target", type=click.Choice(["flops", "params", "latency"]), default="flops",
               show_default=True, help="The cost the budget applies to (flops = MACs; latency: "
                                       "predicted by --latency-model).")
@@ -49,7 +57,8 @@ from onnxmorph.cli.table import format_count
                    "its residual branch is removed where that is exact).")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Leave layers matching this name or glob untouched (repeatable).")
-@click.option("--verify", is_flag=True, help="Check the result against the seed numerically.")
+@verify_option
+@tolerance_options
 @latency_model_option
 @latency_table_option
 @latency_device_option
@@ -58,25 +67,29 @@ from onnxmorph.cli.table import format_count
               help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
 @json_option
-def prune(model: str, output: str | None, method: str, target: str, budget: float,
-          data: str | None, loss: str, learning_rate: float, optimizer: str,
+def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
+          budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
-          exclude: tuple[str, ...], verify: bool, latency_model: str | None,
-          latency_table: str | None, latency_device: str, threads: int | None,
-          measure_latency: bool, input_shapes: tuple[str, ...], as_json: bool) -> None:
+          exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
+          latency_model: str | None, latency_table: str | None, latency_device: str,
+          threads: int | None, measure_latency: bool, input_shapes: tuple[str, ...],
+          as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
-    from onnxmorph.io import check_output_path
 
     # MODEL's whole stem: "a.v2.onnx" → "a.v2.pruned.onnx", and never the input itself.
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".pruned.onnx")
-    check_output_path(out)
+    check_prune_options(model, out, data, log, budget=budget, steps=steps,
+                        finetune_steps=finetune_steps, learning_rate=learning_rate,
+                        strength=strength, alive_threshold=alive_threshold, round_to=round_to,
+                        min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
     result = run_prune(
         model, method=method, target=target, budget=budget, data=data,
         input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
-        min_channels=min_channels, exclude=exclude, verify=verify,
+        min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
+        calibration_batches=calibration_batches,
         latency_model=latency_model, latency_table=latency_table,
         latency_device=latency_device, threads=threads, measure_latency=measure_latency,
         training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
@@ -91,8 +104,27 @@ def prune(model: str, output: str | None, method: str, target: str, budget: floa
                               indent=2))
     else:
         _print_summary(report, paths)
-    if verify and not report.get("verify", {}).get("passed", True):
-        raise SystemExit(1)
+
+
+def check_prune_options(model: str, out: Path, data: str | None, log: str | None, *,
+                        budget: float, steps: int, finetune_steps: int, learning_rate: float,
+                        strength: float | None, alive_threshold: float, round_to: str,
+                        min_channels: int, seed: int, atol: float | None, rtol: float) -> None:
+    """Everything that can be refused before the model is even read."""
+    from onnxmorph.io import check_distinct_outputs, check_output_path, sidecar
+    from onnxmorph.methods.select import check_budget
+
+    check_budget(budget)
+    check_ranges({"--steps": steps, "--finetune-steps": finetune_steps, "--lr": learning_rate,
+                  "--strength": strength, "--alive-threshold": alive_threshold,
+                  "--round-to": round_to_number(round_to), "--min-channels": min_channels,
+                  "--seed": seed, "--atol": atol, "--rtol": rtol})
+    outputs = [out, *(sidecar(out, s) for s in ("structure.json", "report.json",
+                                                 "structure.png")), log]
+    for path in outputs:
+        if path is not None:
+            check_output_path(path, inputs=[model, data])
+    check_distinct_outputs(outputs)
 
 
 def _print_summary(report: dict, paths: dict) -> None:
@@ -106,9 +138,11 @@ def _print_summary(report: dict, paths: dict) -> None:
         if key in report:
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
     if "verify" in report:
-        verdict = "passed" if report["verify"]["passed"] else "FAILED"
-        click.echo(f"verify: {verdict} (relative difference "
-                   f"{report['verify']['relative_diff']:.2e})")
+        check = report["verify"]
+        atol = max(check["atol_used"].values(), default=0.0)
+        click.echo(f"verify: passed (max |a-b| {check['max_abs_diff']:.2e} <= atol "
+                   f"{atol:.2g} + rtol {check['rtol']:g} × |b|, batch sizes "
+                   f"{', '.join(map(str, check['batch_sizes']))})")
     for kind, path in paths.items():  # a str instead of a path: why it was not written
         click.echo(f"wrote {kind}: {path}" if isinstance(path, Path) else f"{kind}: {path}")
 

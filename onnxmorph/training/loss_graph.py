@@ -79,7 +79,10 @@ def _add_target_input(graph: onnx.GraphProto, spec: LossSpec) -> None:
 def _task_loss(nodes: _Nodes, spec: LossSpec) -> str:
     out, target = spec.output_name, TARGET_INPUT
     if spec.kind == "cross-entropy":
+        # ORT's gradient of SoftmaxCrossEntropyLoss reads the optional log-probability output;
+        # without it, building the gradient fails on graphs that have no BatchNormalization.
         per_sample = nodes.op("SoftmaxCrossEntropyLoss", [out, target], reduction="none")
+        nodes.graph.node[-1].output.append(f"{per_sample}_log_prob")
         return nodes.to_rank1(per_sample, TASK_LOSS)
     if spec.kind == "mse":
         diff = nodes.op("Sub", [out, target])

@@ -1,0 +1,152 @@
+"""Every pruning method behind one interface: (analysis, target, budget, rules, data) → alive.
+
+A method is one module plus its registration. A *criterion* only scores units
+(`@register_criterion`); the shared selection (`select_to_budget`: targets, `--round-to`,
+`--min-channels`, `--exclude`) turns its scores into a structure, so every criterion obeys the
+same rules as L1. A method that decides the structure another way (uniform width, learned
+gates) registers a whole `select` function with `@register_method`.
+
+Method modules import only light modules at the top (numpy, onnx, graph/), so the CLI can
+list the methods without loading onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxmorph.errors import PruningError
+from onnxmorph.graph.analysis import Analysis
+from onnxmorph.methods.select import SelectionRules
+
+DEFAULT_CALIBRATION_BATCHES = 8
+
+# Modules whose import registers methods; a new method adds its module here.
+_BUILTIN_MODULES = (
+    "onnxmorph.methods.builtin",
+    "onnxmorph.methods.fpgm",
+    "onnxmorph.methods.apoz",
+    "onnxmorph.methods.activation",
+    "onnxmorph.methods.taylor",
+)
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """What every method receives; `training` holds TrainOptions fields (steps, lr, …)."""
+
+    analysis: Analysis
+    target: str = "flops"
+    budget: float = 0.5
+    rules: SelectionRules = SelectionRules()
+    data: str | os.PathLike | None = None
+    training: dict = field(default_factory=dict)
+    calibration_batches: int = DEFAULT_CALIBRATION_BATCHES
+
+
+@dataclass
+class UnitScores:
+    """A criterion's verdict: one score per unit (higher = more important), and notes."""
+
+    values: np.ndarray
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    """Which units live. `model` is set by a method that slices (and trains) by itself."""
+
+    alive: np.ndarray
+    extra: dict = field(default_factory=dict)
+    model: onnx.ModelProto | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str  # one line for `--help` and the README
+    needs_data: bool  # False: data, when given, only fine-tunes the pruned model
+    select: Callable[[MethodInput], Selection]
+    scores: Callable[[MethodInput], UnitScores] | None = None  # criteria only
+    # False when the returned model's weights were trained, so it no longer equals the seed
+    # with channels zeroed.
+    verifiable: bool = True
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, *, summary: str, needs_data: bool = False,
+                    verifiable: bool = True):
+    """Decorator registering `select(MethodInput) -> Selection` as method `name`."""
+    def decorate(select: Callable[[MethodInput], Selection]):
+        _add(Method(name, summary, needs_data, select, verifiable=verifiable))
+        return select
+    return decorate
+
+
+def register_criterion(name: str, *, summary: str, needs_data: bool = False):
+    """Decorator registering `scores(MethodInput) -> UnitScores`; selection is L1's."""
+    def decorate(scores: Callable[[MethodInput], UnitScores]):
+        def select(request: MethodInput) -> Selection:
+            from onnxmorph.methods.select import select_to_budget
+
+            ranked = unit_scores(_METHODS[name], request)
+            alive = select_to_budget(request.analysis, ranked.values, request.target,
+                                     request.budget, request.rules)
+            return Selection(alive, dict(ranked.notes))
+
+        _add(Method(name, summary, needs_data, select, scores=scores))
+        return scores
+    return decorate
+
+
+def get_method(name: str) -> Method:
+    _load_builtins()
+    if name not in _METHODS:
+        raise PruningError(f"unknown method '{name}'; use one of {', '.join(method_names())}")
+    return _METHODS[name]
+
+
+def method_names(criteria_only: bool = False) -> tuple[str, ...]:
+    _load_builtins()
+    return tuple(n for n, m in _METHODS.items() if not criteria_only or m.scores is not None)
+
+
+def method_help() -> str:
+    """One line per method for `--help`."""
+    _load_builtins()
+    return " ".join(f"{m.name}: {m.summary}." for m in _METHODS.values())
+
+
+def unit_scores(method: Method, request: MethodInput) -> UnitScores:
+    """The criterion's scores normalised within groups, so groups of any scale compare."""
+    from onnxmorph.methods.l1 import normalized_within_groups
+
+    if method.scores is None:
+        raise PruningError(f"method '{method.name}' does not rank channels; use one of "
+                           f"{', '.join(method_names(criteria_only=True))}")
+    check_data(method, request.data)
+    raw = method.scores(request)
+    return UnitScores(normalized_within_groups(request.analysis, raw.values), raw.notes)
+
+
+def check_data(method: Method, data: str | os.PathLike | None) -> None:
+    if method.needs_data and data is None:
+        raise PruningError(f"--method {method.name} needs data: pass --data loader.py")
+
+
+def _add(method: Method) -> None:
+    if method.name in _METHODS or method.name == "auto":
+        raise ValueError(f"method name '{method.name}' is taken")
+    _METHODS[method.name] = method
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -1,0 +1,32 @@
+"""Fuzzing: 40 mutated copies of the sample models through `analyze` and `prune --method l1`.
+
+Every case must end in exit 0 with an output that passes its post-conditions when checked
+again from the file, or in one line on stderr with exit 1 or 2: no traceback, no crash, no
+hang. The longer run (1 000 cases) is benchmarks/bench_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from tests.fuzz_cases import KINDS, outcome_of, run_cases
+
+CASES = 40
+
+
+def test_mutated_models_fail_cleanly_or_give_checked_models():
+    results = run_cases(list(range(CASES)), seed=0, case_timeout=60.0)
+    assert sorted(r["case"] for r in results) == list(range(CASES))
+    outcomes = collections.Counter(outcome_of(r) for r in results)
+    acceptable = ("ok", "refused", "caught by post-conditions")
+    bad = [r for r in results if outcome_of(r) not in acceptable]
+    assert not bad, (outcomes, bad[:3])
+    # The cases exercise every mutation, and some survive to a written, re-checked model.
+    assert {r["mutation"] for r in results} == set(KINDS)
+    assert outcomes["ok"] >= 1 and outcomes["refused"] >= 1
+    for result in results:
+        for command in ("analyze", "prune"):
+            entry = result[command]
+            if entry["exit"] != 0:
+                assert entry["exit"] in (1, 2) and entry["message"].startswith(
+                    "onnxmorph: error: "), result
