@@ -154,7 +154,9 @@ def _print_latency(latency: dict | None) -> None:
         p = latency["predicted"]
         click.echo(f"latency predicted (weight layers) {p['seed_ms']:.3f} → "
                    f"{p['pruned_ms']:.3f} ms  ({p['ratio']:.1%})")
-    if "measured" in latency:
+    if "error" in latency.get("measured", {}):
+        click.echo(f"latency not measured: {latency['measured']['error']}")
+    elif "measured" in latency:
         m = latency["measured"]
         click.echo(f"latency measured {m['seed_ms']:.3f} → {m['pruned_ms']:.3f} ms "
                    f"(batch {m['batch']}, median of {m['runs']}): speed-up {m['speedup']:.2f}× "

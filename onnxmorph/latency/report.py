@@ -28,8 +28,12 @@ def latency_report(analysis: Analysis, alive: np.ndarray, pruned: onnx.ModelProt
         }
     if measure:
         shapes = {k: tuple(v) for k, v in analysis.loaded.input_shapes.items()}
-        seed_t, pruned_t = time_interleaved([analysis.loaded.model, pruned], batch=batch,
-                                            threads=threads, runs=runs, shapes=shapes)
+        try:
+            seed_t, pruned_t = time_interleaved([analysis.loaded.model, pruned], batch=batch,
+                                                threads=threads, runs=runs, shapes=shapes)
+        except Exception as exc:  # noqa: BLE001 - say why, never fail the pruning over it
+            report["measured"] = {"error": str(exc).splitlines()[0][:300]}
+            return report
         report["measured"] = {
             "seed_ms": seed_t.median_ms, "pruned_ms": pruned_t.median_ms,
             "ratio": pruned_t.median_ms / seed_t.median_ms,
