@@ -102,6 +102,7 @@ def prune(
     latency_device: str = "cpu",
     threads: int | None = None,
     measure_latency: bool = False,
+    allow_uncounted: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -129,7 +130,7 @@ def prune(
         method = "gates" if data is not None else "l1"
     chosen = get_method(method)
     check_data(chosen, data)
-    analysis = analyze(model, input_shapes)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
@@ -161,6 +162,8 @@ def prune(
             sliced, tuned = finetune_on_data(analysis.loaded.model, sliced, data,
                                              **(training or {}))
             extra.update(tuned)
+    if analysis.uncounted:  # allowed, so the report says which MACs it leaves out
+        extra["uncounted"] = [u.to_dict() for u in analysis.uncounted]
     result = PruneResult(model=sliced, analysis=analysis, alive=alive, method=method,
                          target=target, budget=budget, extra=extra)
     if verify:

@@ -27,3 +27,14 @@ class DataError(OnnxMorphError):
 
 class TrainingError(OnnxMorphError):
     """Structure learning or fine-tuning failed (NaN loss, unreachable budget, ...)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; the CLI exits with 128 + the signal number (130, 143).
+
+    Not an OnnxMorphError (exit code 2), and a BaseException like KeyboardInterrupt, so that
+    `except Exception` blocks let it through to the CLI."""
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        super().__init__(where or f"signal {signum}")
+        self.signum, self.where = signum, where

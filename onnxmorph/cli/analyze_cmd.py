@@ -7,6 +7,7 @@ import json
 import click
 
 from onnxmorph.cli.options import (
+    allow_uncounted_option,
     input_shape_option,
     json_option,
     latency_device_option,
@@ -21,16 +22,19 @@ from onnxmorph.cli.table import format_count, render_table
 @input_shape_option
 @json_option
 @click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
+@allow_uncounted_option
 @latency_model_option
 @latency_table_option
 @latency_device_option
 def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool,
-            latency_model: str | None, latency_table: str | None, latency_device: str) -> None:
+            allow_uncounted: bool, latency_model: str | None, latency_table: str | None,
+            latency_device: str) -> None:
     """Show MACs, parameters (and, when asked, predicted latency) and the channel groups."""
     from onnxmorph.graph import analyze as run_analysis
     from onnxmorph.graph import parse_input_shapes
 
-    result = run_analysis(model, parse_input_shapes(input_shapes))
+    result = run_analysis(model, parse_input_shapes(input_shapes),
+                          allow_uncounted=allow_uncounted)
     summary = result.to_dict()
     if latency_model or latency_table:
         from onnxmorph.latency import latency_model as build_latency
@@ -52,6 +56,8 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups
     if "latency_ms" in summary:
         click.echo(f"latency: {summary['latency_ms']:.3f} ms predicted for the weight layers "
                    f"({summary['latency_model']})")
+    for node in summary["uncounted"]:
+        click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     click.echo(f"groups:  {len(groups)} ({len(prunable)} prunable, "
                f"{sum(g['channels'] for g in prunable)} prunable channels)")
     shown = groups if all_groups else prunable

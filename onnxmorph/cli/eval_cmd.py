@@ -20,14 +20,14 @@ def evaluate_command(model: str, data: str, reference: str | None, as_json: bool
     """Evaluate MODEL on the loader's evaluation batches."""
     from onnxmorph.graph.model_file import read_model_file
     from onnxmorph.rewrite.verify import check_same_inputs
-    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.data import DataSource
     from onnxmorph.training.evaluate import evaluate
 
     proto = read_model_file(model)
     ref = read_model_file(reference) if reference else None
     if ref is not None:
         check_same_inputs(proto, ref, f"'{model}'", f"reference '{reference}'")
-    result = evaluate(proto, DataSource(data, model_input_specs(proto)), reference=ref)
+    result = evaluate(proto, DataSource.for_model(data, proto), reference=ref)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -20,14 +20,16 @@ from onnxmorph.cli.options import check_ranges, training_options, verify_option
 @verify_option
 def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
              loss: str, learning_rate: float, optimizer: str, workdir: str | None,
-             log: str | None, seed: int, verify: bool) -> None:
+             resume: bool, checkpoint_every: int, quiet: bool, log: str | None, seed: int,
+             verify: bool) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
     from onnxmorph.graph.model_file import read_model_file
     from onnxmorph.io import check_distinct_outputs, check_output_path, save_model
     from onnxmorph.rewrite.postconditions import check_trained
     from onnxmorph.rewrite.verify import check_same_inputs
-    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
+    from onnxmorph.training.data import DataSource
     from onnxmorph.training.evaluate import evaluate
     from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
     from onnxmorph.training.trainer import finetune as train
@@ -41,22 +43,27 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
         if path is not None:
             check_output_path(path, inputs=[model, data, teacher])
     check_distinct_outputs([out, log])
+    folder = workdir or str(default_workdir(out))
     options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
-                           learning_rate=learning_rate, optimizer=optimizer, workdir=workdir,
-                           seed=seed, log=log, progress=True)
+                           learning_rate=learning_rate, optimizer=optimizer, workdir=folder,
+                           seed=seed, log=log, progress=not quiet, resume=resume,
+                           checkpoint_every=checkpoint_every)
     proto = read_model_file(model)
     teacher_model = read_model_file(teacher) if teacher else proto
     check_same_inputs(proto, teacher_model, f"'{model}'", f"teacher '{teacher}'")
-    source = DataSource(data, model_input_specs(proto))
+    source = DataSource.for_model(data, proto)
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
     kind = choose_loss(options.loss, first)
-    tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
-                  else None, steps)
-    if verify:  # trained weights compare with nothing: checker, loads, runs like MODEL
-        check_trained(proto, tuned, {name: value.shape for name, value in first.inputs.items()})
-    save_model(tuned, out)
+    with checkpointed_run(folder, click.get_current_context().params, resume,
+                          owned=workdir is None):
+        tuned = train(proto, source, options, kind, Teacher(teacher_model) if kind == "distill"
+                      else None, steps)
+        if verify:  # trained weights compare with nothing: checker, loads, runs like MODEL
+            check_trained(proto, tuned, {name: value.shape
+                                         for name, value in first.inputs.items()})
+        save_model(tuned, out)
     result = evaluate(tuned, source)
     if result.accuracy is not None:
         click.echo(f"accuracy {result.accuracy:.4f}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 
 import click
 
-from onnxmorph.errors import OnnxMorphError
+from onnxmorph.errors import Interrupted, OnnxMorphError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1  # also a model onnxmorph made that fails its post-conditions
@@ -23,6 +24,11 @@ class _Group(click.Group):
             click.echo(f"onnxmorph: error: {one_line(str(exc))}", err=True)
             # A model onnxmorph made that fails its post-conditions says so with exit code 1.
             sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT))
+        except (KeyboardInterrupt, Interrupted) as exc:  # 130 for SIGINT, 143 for SIGTERM
+            signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+            where = exc.where if isinstance(exc, Interrupted) and exc.where else "interrupted"
+            click.echo(f"onnxmorph: {where}", err=True)
+            sys.exit(128 + signum)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug in onnxmorph or a library: one line, exit code 1
@@ -77,5 +83,11 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    # SIGTERM (timeout, schedulers) unwinds like Ctrl-C: temporary folders are removed.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     cli(prog_name="onnxmorph")

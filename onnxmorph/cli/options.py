@@ -35,6 +35,11 @@ latency_device_option = click.option(
 threads_option = click.option(
     "--threads", type=int, help="onnxruntime intra-op threads (default: one per core).")
 
+allow_uncounted_option = click.option(
+    "--allow-uncounted", is_flag=True,
+    help="Go on when some node's MACs cannot be counted (custom op, unknown shape); "
+         "the report lists those nodes.")
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 
@@ -52,7 +57,14 @@ def training_options(command):
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
                      show_default=True),
         click.option("--workdir", type=click.Path(file_okay=False),
-                     help="Keep training artifacts here (default: a temporary folder)."),
+                     help="Keep checkpoints for --resume here (default: OUTPUT.onnxmorph-work "
+                          "next to the output, removed when the command ends)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted run from its last checkpoint (same "
+                          "arguments)."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=50,
+                     show_default=True, help="Training steps between checkpoints."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
         click.option("--log", type=click.Path(dir_okay=False),
                      help="Write a JSON-lines training log here."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),

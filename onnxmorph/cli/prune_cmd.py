@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
 from onnxmorph.cli.options import (
+    allow_uncounted_option,
     check_ranges,
     input_shape_option,
     json_option,
@@ -66,18 +68,21 @@ METHODS = ["auto", *method_names()]
 @click.option("--measure-latency/--no-measure-latency", default=True, show_default=True,
               help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
+@allow_uncounted_option
 @json_option
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
           budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
-          workdir: str | None, log: str | None, seed: int, steps: int, finetune_steps: int,
+          workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
+          log: str | None, seed: int, steps: int, finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           latency_model: str | None, latency_table: str | None, latency_device: str,
           threads: int | None, measure_latency: bool, input_shapes: tuple[str, ...],
-          as_json: bool) -> None:
+          allow_uncounted: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
+    from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
 
     # MODEL's whole stem: "a.v2.onnx" → "a.v2.pruned.onnx", and never the input itself.
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".pruned.onnx")
@@ -85,19 +90,25 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
-    result = run_prune(
-        model, method=method, target=target, budget=budget, data=data,
-        input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
-        min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
-        calibration_batches=calibration_batches,
-        latency_model=latency_model, latency_table=latency_table,
-        latency_device=latency_device, threads=threads, measure_latency=measure_latency,
-        training=dict(steps=steps, finetune_steps=finetune_steps, learning_rate=learning_rate,
-                      optimizer=optimizer, loss=loss, strength=strength,
-                      alive_threshold=alive_threshold, workdir=workdir, seed=seed, log=log,
-                      progress=not as_json),
-    )
-    paths = result.save(out)
+    folder = workdir or str(default_workdir(out))
+    # Without data nothing trains: no checkpoints, and --resume has nothing to do.
+    run = checkpointed_run(folder, click.get_current_context().params, resume,
+                           owned=workdir is None) if data else contextlib.nullcontext()
+    with run:
+        result = run_prune(
+            model, method=method, target=target, budget=budget, data=data,
+            input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
+            min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
+            calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
+            latency_model=latency_model, latency_table=latency_table,
+            latency_device=latency_device, threads=threads, measure_latency=measure_latency,
+            training=dict(steps=steps, finetune_steps=finetune_steps,
+                          learning_rate=learning_rate, optimizer=optimizer, loss=loss,
+                          strength=strength, alive_threshold=alive_threshold, workdir=folder,
+                          seed=seed, log=log, progress=not (as_json or quiet), resume=resume,
+                          checkpoint_every=checkpoint_every),
+        )
+        paths = result.save(out)
     report = result.report()
     if as_json:
         click.echo(json.dumps({**report, "files": {k: str(v) for k, v in paths.items()}},
@@ -134,6 +145,8 @@ def _print_summary(report: dict, paths: dict) -> None:
         click.echo(f"{label:7s} {format_count(seed[key]):>9s} → {format_count(pruned[key]):>9s}"
                    f"  ({ratio[key]:.1%})")
     _print_latency(report.get("latency"))
+    for node in report.get("uncounted", []):
+        click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     for key in ("accuracy_before", "accuracy_after"):
         if key in report:
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")

@@ -11,6 +11,7 @@ import onnx
 from onnxmorph.graph.channels import ChannelAnalysis, ChannelGroup, find_channel_groups
 from onnxmorph.graph.cost import CostModel, build_cost_model
 from onnxmorph.graph.load import LoadedModel, load_model
+from onnxmorph.graph.op_costs import Uncounted, check_counted
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Analysis:
     def params(self) -> float:
         return self.cost.params()
 
+    @property
+    def uncounted(self) -> list[Uncounted]:
+        """Nodes whose MACs are not in `macs` (only with allow_uncounted)."""
+        return self.cost.uncounted
+
     def all_alive(self) -> np.ndarray:
         return np.ones(self.channels.num_units)
 
@@ -49,6 +55,7 @@ class Analysis:
             "input_shapes": {k: list(v) for k, v in self.loaded.input_shapes.items()},
             "macs": int(round(self.macs)),
             "params": int(round(self.params)),
+            "uncounted": [u.to_dict() for u in self.uncounted],
             "groups": [
                 {
                     "id": g.id,
@@ -68,8 +75,15 @@ class Analysis:
 def analyze(
     model: str | os.PathLike | onnx.ModelProto | LoadedModel,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    allow_uncounted: bool = False,
 ) -> Analysis:
-    """Analyse a seed model: `onnxmorph.analyze("model.onnx").macs`."""
+    """Analyse a seed model: `onnxmorph.analyze("model.onnx").macs`.
+
+    A node whose MACs cannot be known raises UncountedCostError, unless `allow_uncounted`:
+    then it is listed in `Analysis.uncounted` and left out of `macs`.
+    """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, input_shapes)
     channels = find_channel_groups(loaded)
-    return Analysis(loaded=loaded, channels=channels, cost=build_cost_model(loaded, channels))
+    cost = build_cost_model(loaded, channels)
+    check_counted(cost.uncounted, allow_uncounted)
+    return Analysis(loaded=loaded, channels=channels, cost=cost)

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxmorph.graph.attention_cost import activation_matmul_cost
 from onnxmorph.graph.channels import ChannelAnalysis
 from onnxmorph.graph.layers import constant_channel_axis, layer_kind
 from onnxmorph.graph.load import LoadedModel
+from onnxmorph.graph.op_costs import Uncounted, count_other_op
 from onnxmorph.graph.quantized import QuantizedConstant, constant_values, quantized_constants
 
 TARGETS = ("flops", "params")
@@ -73,6 +75,7 @@ class CostExpr:
 class CostModel:
     macs: CostExpr
     params: CostExpr
+    uncounted: list[Uncounted] = field(default_factory=list)  # nodes whose MACs are unknown
     # A LatencyExpr (same call interface) attached for target "latency"; graph/ stays free
     # of the runtime, so onnxmorph.latency builds it and sets it here.
     latency: Any = None
@@ -103,6 +106,7 @@ class _Builder:
         self.counts: list[np.ndarray] = []
         self.offsets: list[float] = []
         self.terms = {"macs": [], "params": []}
+        self.uncounted: list[Uncounted] = []
         self.values = constant_values(loaded)  # initializers and dequantized weights
         self.quantized = quantized_constants(loaded.model, loaded.initializers)
         # Constants whose parameters are already counted; a quantized constant's own inputs
@@ -126,6 +130,14 @@ class _Builder:
         self.form_index[tensor] = index
         return index
 
+    def fixed_form(self, size: int) -> int:
+        """A linear form that is the constant `size` (an axis that has no channels)."""
+        key = f"#fixed{size}"
+        if key not in self.form_index:
+            self.form_index[key] = len(self.offsets)
+            self.offsets.append(float(size))
+        return self.form_index[key]
+
     def constant_form(self) -> int:
         if "" not in self.form_index:
             self.form_index[""] = len(self.offsets)
@@ -137,9 +149,13 @@ class _Builder:
 
     def build(self) -> CostModel:
         for node in self.loaded.model.graph.node:
-            _weight_layer(self, node)
+            # Attention MatMuls are counted per head by their own rule; any other op once by
+            # op_costs, which also records what it cannot count.
+            if not (_weight_layer(self, node) or activation_matmul_cost(self, node)):
+                count_other_op(self, node)
             self._per_channel_params(node)
-        return CostModel(macs=self._expr("macs"), params=self._expr("params"))
+        return CostModel(macs=self._expr("macs"), params=self._expr("params"),
+                         uncounted=self.uncounted)
 
     def _per_channel_params(self, node: onnx.NodeProto) -> None:
         """Constants other than weights: per-channel ones (by role) shrink with the output."""
@@ -208,6 +224,9 @@ def _weight_layer(builder: _Builder, node: onnx.NodeProto) -> bool:
     positions = math.prod(where) // where[kind.activation_axis(len(where))]
     name = node.name or node.output[0]
     f_in = builder.form(node.input[kind.activation], x_shape[x_axis])
+    in_layout = builder.channels.layouts.get(node.input[kind.activation])
+    if in_layout is not None and in_layout.axes != (x_axis,):  # channels on another axis
+        f_in = builder.fixed_form(x_shape[x_axis])
     f_out = builder.form(node.output[0], y_shape[y_axis])
     shared = weight_name in builder.counted  # a weight two layers share is stored once
     if layout.depthwise:  # linear in the alive channels

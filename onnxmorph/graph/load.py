@@ -11,9 +11,12 @@ from onnx import numpy_helper
 
 from onnxmorph.errors import OnnxMorphError, UnsupportedModelError
 from onnxmorph.graph.fold_constants import fold_constants
+from onnxmorph.graph.isolated import ShapeInferenceWorker
 from onnxmorph.graph.model_file import read_model_file
 from onnxmorph.graph.opset import normalize_opset
 from onnxmorph.graph.shapes import (
+    clear_negative_dims,
+    dynamic_batch_inputs,
     infer_static_shapes,
     parse_input_shapes,
     resolve_input_shapes,
@@ -21,7 +24,11 @@ from onnxmorph.graph.shapes import (
 
 __all__ = ["LoadedModel", "load_model", "parse_input_shapes"]
 
-_MAX_FOLD_ROUNDS = 4
+# Each round folds the Shape chains whose input shapes the previous round made known (a
+# channel shuffle per block); a model needs about as many rounds as it has such blocks.
+_MAX_FOLD_ROUNDS = 200
+# The second batch size at which values are computed to tell batch-dependent ones apart.
+_OTHER_BATCH_STEP = 2
 
 
 @dataclass
@@ -58,45 +65,49 @@ def load_model(
         source = str(model)
         proto = read_model_file(model)
     proto = normalize_opset(proto)
+    clear_negative_dims(proto)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UnsupportedModelError(f"the model is not valid ONNX: {first}") from exc
     resolved = resolve_input_shapes(proto, input_shapes or {})
-    shapes: dict[str, tuple[int, ...]] = {}
-    folded: set[str] = set()
-    for _ in range(_MAX_FOLD_ROUNDS):
-        shapes = infer_static_shapes(proto, resolved)
-        new = fold_constants(proto, shapes)
-        if not new:
-            break
-        folded |= new
-    _keep_batch_dynamic(proto, folded, shapes, resolved)
-    shapes = infer_static_shapes(proto, resolved)
+    shapes = _fold_until_stable(proto, resolved)
     _check_outputs_known(proto, shapes)
     return LoadedModel(model=proto, shapes=shapes, input_shapes=resolved, source=source)
 
 
-def _keep_batch_dynamic(model: onnx.ModelProto, folded: set[str], shapes, resolved) -> None:
-    """Reshape targets folded from Shape chains hold the analysis batch size; a dynamic-batch
-    model must keep working at any batch (training runs at the loader's), so such an entry
-    becomes 0, "copy the input's batch"."""
-    dynamic = [i for i in model.graph.input if i.name in resolved
-               and i.type.tensor_type.shape.dim
-               and not i.type.tensor_type.shape.dim[0].HasField("dim_value")]
-    if not dynamic:
-        return
-    batch = resolved[dynamic[0].name][0]
-    inits = {init.name: init for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or node.input[1] not in folded:
-            continue
-        source = shapes.get(node.input[0])
-        target = numpy_helper.to_array(inits[node.input[1]]).copy()
-        if source and target.size and source[0] == batch and target[0] == batch:
-            target[0] = 0
-            inits[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))
+def _fold_until_stable(proto: onnx.ModelProto, resolved) -> dict[str, tuple[int, ...]]:
+    """Alternate shape inference and constant folding until nothing new folds.
+
+    Values are computed at the analysis batch and at a second one: what differs depends on
+    the batch and stays computed at run time, so the model still runs at any batch size.
+    """
+    dynamic = set(dynamic_batch_inputs(proto))
+    other = {name: (dims[0] + _OTHER_BATCH_STEP, *dims[1:]) if name in dynamic else dims
+             for name, dims in resolved.items()}
+    batch_dependent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with ShapeInferenceWorker() as worker:
+        for _ in range(_MAX_FOLD_ROUNDS):
+            shapes = infer_static_shapes(proto, resolved, _at(batch_dependent, 0), worker)
+            other_shapes = None
+            if dynamic:
+                other_shapes = _shapes_or_none(proto, other, _at(batch_dependent, 1), worker)
+            if not fold_constants(proto, shapes, other_shapes, batch_dependent):
+                return shapes
+        return infer_static_shapes(proto, resolved, _at(batch_dependent, 0), worker)
+
+
+def _at(batch_dependent: dict, which: int) -> dict[str, np.ndarray]:
+    return {name: pair[which] for name, pair in batch_dependent.items()}
+
+
+def _shapes_or_none(proto, input_shapes, values, worker) -> dict[str, tuple[int, ...]] | None:
+    """Shapes at the second batch; None when the model only works at one batch size."""
+    try:
+        return infer_static_shapes(proto, input_shapes, values, worker)
+    except UnsupportedModelError:
+        return None
 
 
 def _check_outputs_known(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 import onnx
 
-from onnxmorph.errors import ShapeResolutionError, UnsupportedModelError
+from onnxmorph.errors import OnnxMorphError, ShapeResolutionError, UnsupportedModelError
+from onnxmorph.graph.isolated import ShapeInferenceWorker, infer_shapes_isolated
 
 _SHAPE_ARG = re.compile(r"^(?P<name>.+)=(?P<dims>\d+(x\d+)*)$")
 
@@ -26,6 +28,27 @@ def parse_input_shapes(specs: list[str] | tuple[str, ...] | None) -> dict[str, t
             raise ShapeResolutionError(f"--input-shape '{spec}' has a dimension that is not > 0")
         shapes[match["name"]] = dims
     return shapes
+
+
+def clear_negative_dims(model: onnx.ModelProto) -> None:
+    """Read a negative `dim_value` (PaddlePaddle writes -1) as an unknown dimension."""
+    graph = model.graph
+    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if not info.type.tensor_type.HasField("shape"):
+            continue
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.Clear()
+
+
+def dynamic_batch_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs whose leading (batch) axis the file leaves open."""
+    names = []
+    for inp in graph_inputs(model):
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            names.append(inp.name)
+    return names
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -106,20 +129,37 @@ def with_static_inputs(
 _DATA_LIMIT = 4096
 
 
-def shape_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` without the data of large initializers (their type and shape stay)."""
+def shape_skeleton(
+    model: onnx.ModelProto, values: dict[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
+    """A copy of `model` without the data of large initializers (their type and shape stay).
+
+    `values` are tensors known at the shapes being inferred (a Shape chain that depends on the
+    batch): they become initializers, so inference sees through ops it cannot propagate
+    (Where, Equal…), while the model itself keeps computing them.
+    """
     graph = model.graph
+    values = values or {}
+    # Exporters' value_info was written at their batch and sizes; only a custom op's (which
+    # inference cannot recompute) is worth keeping.
+    custom = {out for node in graph.node if node.domain not in ("", "ai.onnx")
+              for out in node.output}
+    nodes = [n for n in graph.node if not (n.output and all(o in values for o in n.output))]
     skeleton_graph = onnx.helper.make_graph(
-        list(graph.node), graph.name, list(graph.input), list(graph.output),
-        value_info=list(graph.value_info),
+        nodes, graph.name, list(graph.input), list(graph.output),
+        value_info=[v for v in graph.value_info if v.name in custom],
     )
     for init in graph.initializer:
-        if int(np.prod(init.dims)) <= _DATA_LIMIT:
+        if math.prod(init.dims) <= _DATA_LIMIT:
             skeleton_graph.initializer.append(init)
         else:
             skeleton_graph.input.append(
                 onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
             )
+    produced = {o for n in nodes for o in n.output}
+    for name, value in values.items():
+        if name not in produced:
+            skeleton_graph.initializer.append(onnx.numpy_helper.from_array(value, name))
     skeleton = onnx.helper.make_model(skeleton_graph, opset_imports=list(model.opset_import))
     skeleton.ir_version = model.ir_version
     skeleton.functions.extend(model.functions)
@@ -127,14 +167,25 @@ def shape_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def infer_static_shapes(
-    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
+    model: onnx.ModelProto,
+    input_shapes: dict[str, tuple[int, ...]],
+    values: dict[str, np.ndarray] | None = None,
+    worker: ShapeInferenceWorker | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """Shape of every tensor whose dimensions are all known at `input_shapes`."""
-    model = with_static_inputs(shape_skeleton(model), input_shapes)
+    """Shape of every tensor whose dimensions are all known at `input_shapes` (and `values`).
+
+    Inference runs in `worker`'s process (a one-off one if None), so a crash in onnx's native
+    code becomes an UnsupportedModelError.
+    """
+    model = with_static_inputs(shape_skeleton(model, values), input_shapes)
+    infer = worker.infer if worker is not None else infer_shapes_isolated
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = infer(model, strict_mode=True, data_prop=True)
+    except OnnxMorphError:
+        raise
     except Exception as exc:
-        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {exc}") from exc
+        first = " ".join(str(exc).split())[:300]
+        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {first}") from exc
     shapes: dict[str, tuple[int, ...]] = {}
     graph = inferred.graph
     for info in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -146,6 +197,8 @@ def infer_static_shapes(
             shapes[info.name] = tuple(d.dim_value for d in dims)
     for init in graph.initializer:
         shapes[init.name] = tuple(init.dims)
+    for name, value in (values or {}).items():
+        shapes[name] = tuple(value.shape)
     return shapes
 
 

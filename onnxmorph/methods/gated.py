@@ -5,26 +5,27 @@ load → analyse → gate → learn → slice → (fine-tune) → verify, each s
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import asdict
 
 import numpy as np
 import onnx
 
-from onnxmorph.errors import DataError
+from onnxmorph.errors import DataError, Interrupted
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.training.artifacts import build_training_artifacts
+from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
 from onnxmorph.training.controller import BudgetController
-from onnxmorph.training.data import DataSource, model_input_specs
+from onnxmorph.training.data import DataSource
 from onnxmorph.training.evaluate import evaluate
 from onnxmorph.training.gate_optimizer import GateOptimizer
 from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
 from onnxmorph.training.parameters import default_trainable
-from onnxmorph.training.progress import Progress
-from onnxmorph.training.session import TrainingSession
+from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
@@ -37,6 +38,8 @@ from onnxmorph.training.trainer import (
 )
 
 _CONTROL_EVERY = 5  # steps between reading the gates back from the training session
+# Options that change what structure learning computes: --resume refuses other values.
+_RESUME_OPTIONS = ("steps", "learning_rate", "optimizer", "strength", "alive_threshold", "seed")
 
 
 def learn_structure(
@@ -46,7 +49,7 @@ def learn_structure(
     """Learn which channels live; return (alive units, sliced model, report extras)."""
     options = TrainOptions(**training)
     seed_model = analysis.loaded.model
-    source = DataSource(data, model_input_specs(seed_model))
+    source = DataSource.for_model(data, seed_model)
     groups = prunable_groups(analysis, rules)
     # Fail before training if the budget is out of reach with every gate closed.
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
@@ -87,7 +90,7 @@ def finetune_on_data(
 ) -> tuple[onnx.ModelProto, dict]:
     """Fine-tune a pruned model on the loader's data; report accuracy before and after."""
     options = TrainOptions(**training)
-    source = DataSource(data, model_input_specs(seed_model))
+    source = DataSource.for_model(data, seed_model)
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
@@ -106,6 +109,21 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
                  options: TrainOptions, loss: str, teacher, budget: float, target: str,
                  folder: str) -> tuple[np.ndarray, dict]:
     model = gated.model
+    expr = analysis.cost.expr(target)
+    seed_cost = expr()
+    fingerprint = {"model": model_digest(model), "loss": loss, "budget": budget,
+                   "target": target, "gates": asdict(options.gates),
+                   **{k: getattr(options, k) for k in _RESUME_OPTIONS}}
+    checkpoints = PhaseCheckpoints(options, "gates", source, fingerprint)
+    loaded = checkpoints.loaded
+    if loaded is not None and loaded.done:  # interrupted in a later phase
+        checkpoints.resumed_batches()
+        state, arrays = loaded.state, dict(loaded.arrays)
+        probs = arrays.pop("probs")
+        options.log_started, options.log_offset = True, state["log_offset"]
+        return probs, {"model": model_with_values(analysis.loaded.model, arrays),
+                       "final_lambda": state["lambda"], "alive_cost_ratio": state["ratio"],
+                       "history": state["rows"]}
     trainable = [n for n in default_trainable(model, [output_name(model)])
                  if not n.startswith(PREFIX)] + gated.logit_names
     paths = build_training_artifacts(
@@ -113,20 +131,39 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         output_name=output_name(model), cost_output=COST_OUTPUT, optimizer=options.optimizer,
     )
     session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              threads=options.threads)
+                              threads=options.threads,
+                              checkpoint=loaded.ort_path if loaded else None)
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
-    expr = analysis.cost.expr(target)
-    seed_cost = expr()
     rng = np.random.default_rng(options.seed)
-    progress = Progress(options.steps, "learning structure", enabled=options.progress)
-    log_file = open(options.log, "w") if options.log else None  # noqa: SIM115
     rows = []
     probs = np.ones(analysis.channels.num_units)
     ratio = 1.0
-    try:
-        batches = endless(source)
-        for step in range(options.steps):
+    log_offset = None
+    if loaded is not None:
+        state = loaded.state
+        controller.load_state(state["controller"])
+        gate_optimizer.velocity = loaded.arrays.get("velocity")
+        rng.bit_generator.state = state["rng"]
+        rows, probs, ratio = state["rows"], loaded.arrays["probs"], state["ratio"]
+        log_offset = state["log_offset"] if options.log else None
+
+    def snapshot(steps_done: int) -> tuple[dict, dict]:
+        state = {"controller": controller.state(), "rng": rng.bit_generator.state,
+                 "rows": rows, "ratio": ratio, "lambda": controller.lam,
+                 "log_offset": log.offset()}
+        arrays = {"probs": probs}
+        if gate_optimizer.velocity is not None:
+            arrays["velocity"] = gate_optimizer.velocity
+        return state, arrays
+
+    start = checkpoints.start
+    batches = endless(source, checkpoints.resumed_batches())
+    with TrainingLog(options.log, resume_at=log_offset) as log, stop_requests() as stop, \
+            Progress(options.steps, "learning structure", enabled=options.progress,
+                     initial=start) as progress:
+        options.log_started = True
+        for step in range(start, options.steps):
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
             before = gate_optimizer.snapshot(session)
@@ -136,23 +173,26 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
             if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
                 probs = gated.probabilities(session.parameters())
                 ratio = expr(probs > options.alive_threshold) / seed_cost
-                row = {"step": step, "task_loss": result.task_loss, "cost": result.cost,
-                       "alive_cost_ratio": ratio, "lambda": controller.lam,
+                row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
+                       "cost": result.cost, "alive_cost_ratio": ratio, "lambda": controller.lam,
                        "alive": {str(g.id): int((probs[g.units] > options.alive_threshold)
                                                 .sum()) for g in gated.groups}}
                 rows.append(row)
-                if log_file:
-                    log_file.write(json.dumps(row) + "\n")
+                log.write(row)
                 # Steer on the structure the gates describe now (thresholded), not on the
                 # expected cost: with Adam every gate falls at the same pace, and the expected
                 # cost undershoots while no gate has closed yet.
                 controller.update(ratio)
             progress.update(step, loss=result.task_loss, cost=ratio, lam=controller.lam)
-    finally:
-        if log_file:
-            log_file.close()
+            if stop or checkpoints.due(step + 1, options.steps):
+                checkpoints.save(step + 1, *snapshot(step + 1), session)
+            if stop:
+                raise Interrupted(stop[0], f"structure learning step {step + 1}/{options.steps}")
+        values = session.parameters()
+        state, arrays = snapshot(options.steps)
+        checkpoints.save(options.steps, state, {**arrays, **values}, done=True)
     # The gated graph holds the seed's weights under their own names: copy them back.
-    trained = session.updated_model(analysis.loaded.model)
+    trained = model_with_values(analysis.loaded.model, values)
     return probs, {"model": trained, "final_lambda": controller.lam,
                    "alive_cost_ratio": ratio, "history": rows}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnxmorph.errors import PruningError
 from onnxmorph.graph.handlers.base import Layout
 from onnxmorph.graph.layers import constant_channel_axis, layer_kind, weight_layer_ops
 from onnxmorph.graph.onnx_utils import get_attribute, remove_attribute, set_attribute
@@ -154,6 +155,12 @@ def gather(ctx: SliceContext) -> None:
     in_mask = ctx.mask(source)
     layout = ctx.layouts.get(source)
     axis = int(ctx.attr("axis", 0)) % len(ctx.shapes[source])
+    if in_mask is not None and layout is not None and len(layout.axes) > 1 \
+            and axis in layout.axes:
+        others = tuple(i for i, a in enumerate(layout.axes) if a != axis)
+        if not in_mask.any(axis=others).all():  # a picked entry of the outer axis is gone
+            raise PruningError(f"Gather '{ctx.node.name}' reads an entry that pruning removes")
+        return
     if in_mask is None or layout is None or layout.axes != (axis,):
         return
     indices = ctx.const(1)

@@ -32,3 +32,10 @@ class BudgetController:
         self.strength = min(max(self.strength, 1e-4), 1e4)
         self.lam = self.strength if over else 0.0
         return self.lam
+
+    def state(self) -> dict:
+        """What a checkpoint needs to continue steering exactly as before."""
+        return {"strength": self.strength, "lam": self.lam}
+
+    def load_state(self, state: dict) -> None:
+        self.strength, self.lam = float(state["strength"]), float(state["lam"])

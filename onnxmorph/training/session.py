@@ -24,14 +24,28 @@ class StepResult:
     output: np.ndarray | None = None
 
 
+def model_with_values(original_model: onnx.ModelProto,
+                      values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of `original_model` whose initializers named in `values` hold those values."""
+    out = onnx.ModelProto()
+    out.CopyFrom(original_model)
+    for init in out.graph.initializer:
+        if init.name in values:
+            init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
+    return out
+
+
 class TrainingSession:
     """Runs training/eval steps on artifacts from `build_training_artifacts`."""
 
     def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3,
-                 threads: int | None = None) -> None:
+                 checkpoint: str | None = None, threads: int | None = None) -> None:
+        """`checkpoint`: a state written by `save_checkpoint` (weights and optimizer state)
+        to continue from, instead of the artifacts' initial one; `threads`: intra-op threads
+        (None: onnxruntime's default)."""
         _, _, api = import_training_modules()
         self.paths = paths
-        self._state = api.CheckpointState.load_checkpoint(paths.checkpoint)
+        self._state = api.CheckpointState.load_checkpoint(checkpoint or paths.checkpoint)
         self._module = api.Module(paths.training_model, self._state, paths.eval_model,
                                   session_options=_session_options(threads))
         self._optimizer = api.Optimizer(paths.optimizer_model, self._module)
@@ -72,6 +86,12 @@ class TrainingSession:
     def set_learning_rate(self, learning_rate: float) -> None:
         self._optimizer.set_learning_rate(float(learning_rate))
 
+    def save_checkpoint(self, path: str) -> None:
+        """Weights, frozen parameters and the optimizer's state (AdamW moments and step
+        count) in ORT's checkpoint format; the learning rate is not kept."""
+        _, _, api = import_training_modules()
+        api.CheckpointState.save_checkpoint(self._state, path, include_optimizer_state=True)
+
     # -- parameters --------------------------------------------------------------------------
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -97,13 +117,7 @@ class TrainingSession:
 
     def updated_model(self, original_model: onnx.ModelProto) -> onnx.ModelProto:
         """A copy of `original_model` with trained values in its initializers (same graph)."""
-        values = self.parameters()
-        out = onnx.ModelProto()
-        out.CopyFrom(original_model)
-        for init in out.graph.initializer:
-            if init.name in values:
-                init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
-        return out
+        return model_with_values(original_model, self.parameters())
 
     def export_inference_model(self, path: str, output_names: list[str]) -> None:
         """ORT's export of the (rewritten) training graph; prefer `updated_model`."""

@@ -10,14 +10,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxmorph.errors import DataError, TrainingError
+from onnxmorph.errors import DataError, Interrupted, TrainingError
 from onnxmorph.training.artifacts import build_training_artifacts
+from onnxmorph.training.checkpoint import (
+    CHECKPOINT_EVERY,
+    PhaseCheckpoints,
+    model_digest,
+    stop_requests,
+)
 from onnxmorph.training.data import Batch, DataSource
 from onnxmorph.training.evaluate import inference_session
 from onnxmorph.training.gates import GateSettings
 from onnxmorph.training.parameters import default_trainable
-from onnxmorph.training.progress import Progress
-from onnxmorph.training.session import TrainingSession
+from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.session import TrainingSession, model_with_values
 
 LOSSES = ("auto", "cross-entropy", "mse", "distill")
 
@@ -31,12 +37,18 @@ class TrainOptions:
     loss: str = "auto"
     strength: float | None = None  # fixed λ (morph-net behaviour) instead of the budget
     alive_threshold: float = 0.1  # morph-net's default
-    workdir: str | None = None
+    workdir: str | None = None  # checkpoints go here (none without it)
     seed: int = 0
     log: str | None = None  # JSON-lines training log
     progress: bool = False
     threads: int | None = None  # intra-op threads of the training session (None: ORT's)
     gates: GateSettings = field(default_factory=GateSettings)
+    resume: bool = False  # continue from the checkpoints in `workdir`
+    checkpoint_every: int = CHECKPOINT_EVERY
+    # Set once a phase of this run wrote the log, so the next phase appends to it; a phase
+    # resumed as finished leaves its log offset for the next phase to cut the log back to.
+    log_started: bool = field(default=False, repr=False)
+    log_offset: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -47,6 +59,10 @@ class TrainOptions:
             raise TrainingError("--alive-threshold must be between 0 and 1")
         if self.learning_rate <= 0:
             raise TrainingError("--lr must be positive")
+        if self.checkpoint_every < 1:
+            raise TrainingError("--checkpoint-every must be at least 1")
+        if self.resume and not self.workdir:
+            raise TrainingError("--resume needs the --workdir of the interrupted run")
 
 
 def choose_loss(option: str, batch: Batch) -> str:
@@ -55,10 +71,26 @@ def choose_loss(option: str, batch: Batch) -> str:
         if option in ("cross-entropy", "mse") and batch.labels is None:
             raise DataError(f"--loss {option} needs labels, but the loader yields inputs only; "
                             "use --loss distill")
+        if option == "cross-entropy" and not np.issubdtype(batch.labels.dtype, np.integer):
+            raise DataError(f"--loss cross-entropy needs integer class indices, but the labels "
+                            f"are {batch.labels.dtype}; yield integer labels of shape (N,)")
         return option
     if batch.labels is None:
         return "distill"
-    return "cross-entropy" if np.issubdtype(batch.labels.dtype, np.integer) else "mse"
+    if np.issubdtype(batch.labels.dtype, np.integer):
+        return "cross-entropy"
+    if _look_like_class_probabilities(batch.labels):
+        raise DataError(f"labels are float of shape {batch.labels.shape} with rows summing to 1 "
+                        "(one-hot or soft class labels), which onnxmorph does not train on; "
+                        "yield integer class indices of shape (N,), or pass --loss mse to "
+                        "regress the outputs on them")
+    return "mse"
+
+
+def _look_like_class_probabilities(labels: np.ndarray) -> bool:
+    if labels.ndim != 2 or labels.shape[1] < 2:
+        return False
+    return bool((labels >= 0).all() and np.allclose(labels.sum(axis=1), 1.0, atol=1e-3))
 
 
 class Teacher:
@@ -77,24 +109,24 @@ def target_for(batch: Batch, loss: str, teacher: Teacher | None) -> np.ndarray:
     return batch.labels
 
 
-def endless(data: DataSource) -> Iterator[Batch]:
-    """Training batches epoch after epoch."""
+def endless(data: DataSource, current: Iterator[Batch] | None = None) -> Iterator[Batch]:
+    """Training batches epoch after epoch; `current`: a resumed epoch to finish first."""
     while True:
-        empty = True
-        for batch in data.train():
+        empty = current is None
+        for batch in current if current is not None else data.train():
             empty = False
             yield batch
+        current = None
         if empty:
             raise DataError(f"loader '{data.path}' train_batches() yielded no batches")
 
 
 @contextlib.contextmanager
-def work_folder(workdir: str | None):
-    if workdir:
-        yield workdir
-    else:
-        with tempfile.TemporaryDirectory(prefix="onnxmorph-") as tmp:
-            yield tmp
+def work_folder(workdir: str | None = None):
+    """A temporary folder for training artifacts, removed however training ends (they are
+    rebuilt on --resume; `workdir` only holds checkpoints)."""
+    with tempfile.TemporaryDirectory(prefix="onnxmorph-") as tmp:
+        yield tmp
 
 
 def output_name(model: onnx.ModelProto) -> str:
@@ -105,24 +137,51 @@ def finetune(
     model: onnx.ModelProto, data: DataSource, options: TrainOptions, loss: str,
     teacher: Teacher | None, steps: int, label: str = "fine-tune",
 ) -> onnx.ModelProto:
-    """Train `model`'s weights for `steps` steps (no gates, no cost); return the new model."""
+    """Train `model`'s weights for `steps` steps (no gates, no cost); return the new model.
+    With `options.workdir`, checkpoints every `options.checkpoint_every` steps and on
+    SIGINT/SIGTERM (then raises Interrupted); `options.resume` continues from one."""
     if steps == 0:
         return model
-    with work_folder(options.workdir) as folder:
+    fingerprint = {"model": model_digest(model), "loss": loss, "steps": steps, "label": label,
+                   "learning_rate": options.learning_rate, "optimizer": options.optimizer}
+    checkpoints = PhaseCheckpoints(options, "finetune", data, fingerprint)
+    loaded = checkpoints.loaded
+    log_offset = loaded.state.get("log_offset") if loaded else options.log_offset
+    log_offset = log_offset if options.log else None
+    if loaded is not None and loaded.done:
+        checkpoints.resumed_batches()
+        if log_offset is not None:  # cut rows an interrupted save left after the checkpoint
+            TrainingLog(options.log, resume_at=log_offset).close()
+        options.log_started = True
+        return model_with_values(model, loaded.arrays)
+    with work_folder() as folder:
         paths = build_training_artifacts(
             model, f"{folder}/{label}", trainable=default_trainable(model, [output_name(model)]),
             frozen=None, loss=loss, output_name=output_name(model), cost_output=None,
             optimizer=options.optimizer,
         )
         session = TrainingSession(paths, learning_rate=options.learning_rate,
-                                  threads=options.threads)
-        progress = Progress(steps, label, enabled=options.progress)
-        batches = endless(data)
-        for step in range(steps):
-            batch = next(batches)
-            # Cosine decay: fine-tuning ends at a small rate, so the last weights are stable.
-            session.set_learning_rate(options.learning_rate * 0.5 * (1 + np.cos(np.pi * step
-                                                                               / steps)))
-            result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
-            progress.update(step, loss=result.task_loss)
-        return session.updated_model(model)
+                                  threads=options.threads,
+                                  checkpoint=loaded.ort_path if loaded else None)
+        batches = endless(data, checkpoints.resumed_batches())
+        start = checkpoints.start
+        with TrainingLog(options.log, append=options.log_started, resume_at=log_offset) as log, \
+                stop_requests() as stop, \
+                Progress(steps, label, enabled=options.progress, initial=start) as progress:
+            options.log_started = True
+            for step in range(start, steps):
+                batch = next(batches)
+                # Cosine decay: fine-tuning ends at a small rate, so the last weights are stable.
+                rate = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / steps))
+                session.set_learning_rate(rate)
+                result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
+                log.write({"phase": "finetune", "step": step, "task_loss": result.task_loss,
+                           "learning_rate": float(rate)})
+                progress.update(step, loss=result.task_loss)
+                if stop or checkpoints.due(step + 1, steps):
+                    checkpoints.save(step + 1, {"log_offset": log.offset()}, {}, session)
+                if stop:
+                    raise Interrupted(stop[0], f"{label} step {step + 1}/{steps}")
+            values = session.parameters()
+            checkpoints.save(steps, {"log_offset": log.offset()}, values, done=True)
+        return model_with_values(model, values)

@@ -5,6 +5,7 @@ the module of its kind (or a new module imported here) and one test.
 """
 
 from onnxmorph.graph.handlers import (
+    attention,
     conv,
     elementwise,
     linear,
@@ -25,6 +26,6 @@ from onnxmorph.graph.handlers.base import (
 
 __all__ = [
     "Coupling", "Fresh", "Layout", "NodeContext", "handler_for", "register",
-    "registered_op_types", "conv", "elementwise", "linear", "quantize", "reshape", "spatial",
-    "structure",
+    "registered_op_types", "attention", "conv", "elementwise", "linear", "quantize", "reshape",
+    "spatial", "structure",
 ]

@@ -31,6 +31,8 @@ def broadcast(ctx: NodeContext) -> Coupling:
     if out_shape is None or not activations:
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has an input of unknown shape")
     rank = len(out_shape)
+    if _scaled_heads(ctx, activations):
+        return ctx.passthrough(ctx.in_layouts[activations[0]])
     reference = _reference_input(ctx, activations, rank)
     if reference is None:
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' mixes channels across axes")
@@ -63,3 +65,12 @@ def _reference_input(ctx: NodeContext, activations: list[int], rank: int) -> int
             return index
     return None
 
+
+
+def _scaled_heads(ctx: NodeContext, activations: list[int]) -> bool:
+    """One tensor with several channel axes (attention heads) times a scalar constant."""
+    if len(activations) != 1 or len(ctx.in_layouts[activations[0]].axes) < 2:
+        return False
+    shape = ctx.in_shapes[activations[0]]
+    constants = [ctx.const(i) for i in range(len(ctx.node.input)) if i not in activations]
+    return shape == ctx.out_shapes[0] and all(c is not None and c.size == 1 for c in constants)

@@ -31,13 +31,35 @@ def reshape(ctx: NodeContext) -> Coupling:
     index = tuple(slice(None) if a in varying else 0 for a in range(spread.ndim))
     ids = spread[index]
     unify = []
-    if ids.ndim > 1:
+    if ids.shape == layout.ids.shape:
+        pass  # the same channel axes, only moved (an added or removed unit axis): no new tie
+    elif ids.ndim > 1 and _splits_last_axis(layout, in_shape, varying, spread.shape):
+        unify = head_ties(ids)
+    elif ids.ndim > 1:
         # A channel axis split in several (channel shuffle): slicing needs a rectangular keep
         # mask, so an index of the innermost axis is tied across every outer position.
         inner = ids.reshape(-1, ids.shape[-1])
         unify = [(inner[0], inner[row]) for row in range(1, inner.shape[0])]
     axes = tuple(out_start + a for a in varying)
     return Coupling(outputs=[Layout(axes, ids)], unify=unify)
+
+
+def _splits_last_axis(layout: Layout, in_shape: tuple[int, ...], varying: list[int],
+                      spread_shape: tuple[int, ...]) -> bool:
+    """A channels-last feature axis split into trailing axes ([B, T, H·D] → [B, T, H, D]):
+    the attention-head split, where one head (the innermost vector) is one unit."""
+    if layout.axes != (len(in_shape) - 1,) or varying[-1] != len(spread_shape) - 1:
+        return False
+    # PyTorch's MultiheadAttention unflattens its fused projection to [3, E] (q, k, v) before
+    # the head split: there channel e of q, k and v is one unit until heads tie them.
+    return not (len(varying) == 2 and spread_shape[varying[0]] == 3)
+
+
+def head_ties(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Tie every innermost vector of `ids` into one unit (a head: its D channels), so the keep
+    mask stays rectangular: whole heads go, every head keeps its full width."""
+    rows = ids.reshape(-1, ids.shape[-1])
+    return [(np.repeat(row[:1], row.size - 1), row[1:]) for row in rows if row.size > 1]
 
 
 def spread_ids(layout: Layout, shape: tuple[int, ...], start: int) -> np.ndarray:

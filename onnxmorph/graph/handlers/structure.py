@@ -99,6 +99,12 @@ def gather(ctx: NodeContext) -> Coupling:
         return Coupling(outputs=[Layout(layout.axes, layout.ids[indices])])
     if axis not in layout.axes and indices.ndim == 1:
         return ctx.passthrough()
+    if axis in layout.axes and len(layout.axes) > 1 and indices.ndim == 0:
+        # q = qkv[0] of a fused [3, B, H, T, D] projection: one entry of the outer axis.
+        position = layout.axes.index(axis)
+        ids = np.take(layout.ids, int(indices), axis=position)
+        axes = tuple(a - (a > axis) for a in layout.axes if a != axis)
+        return Coupling(outputs=[Layout(axes, ids)])
     return ctx.boundary(f"Gather '{ctx.name}' changes the rank around the channel axis")
 
 
