@@ -1,26 +1,16 @@
-"""onnxruntime CPU latency of the seed and of pruned models, against their MACs.
+"""Realised vs ideal speed-up of pruned models in onnxruntime CPU, with the default settings.
 
-Every model is run with the CPU execution provider, sequential execution, a fixed number of
-intra-op threads (--threads) and one inter-op thread, on random float32 inputs at batch 1 and
-batch 32. A model's latency is the median of --repeats timed runs after --warmup untimed ones.
-Speed-up is the seed's median latency over the model's; the ideal speed-up is 1 / MACs ratio
-(MACs from onnxmorph.analyze, pruned over seed).
+For every model: `onnxmorph profile` (timed), then `onnxmorph.prune` with --method l1 and
+uniform at each budget with the defaults (--round-to auto), l1 at 0.5 with --round-to 1 (the
+old default, for contrast), and l1/uniform with --target latency (measured table) at 0.5.
+Seed and all pruned models are then timed interleaved in one loop (seed, m1, m2, …, seed,
+m1, …) so load from other processes hits them alike, at batch 1 and batch 32: CPU execution
+provider, ORT_ENABLE_ALL, sequential, --threads intra-op threads, random float32 inputs.
+Speed-up = seed median / model median; its spread is the inter-quartile range of the
+per-round ratios. Ideal speed-up = 1 / MACs ratio.
 
-Models: the .onnx files given on the command line, or else every .onnx file in --models-dir
-(where benchmarks/bench_accuracy.py saves its pruned models).
-
-Full configuration (run on an otherwise idle machine, after bench_accuracy.py):
-
-    python benchmarks/bench_latency.py
-
-which is --models-dir benchmarks/out --repeats 50 --warmup 5 --threads 2 --batch-sizes 1 32:
-the seed plus 18 pruned ResNet samples. Expected run time on 2 CPU cores: about 1-2 minutes
-(about 2-3 s per model, most of it the 55 runs at batch 32, plus ~1 s of analysis).
-
-Quick check:
-
-    python benchmarks/bench_latency.py --models-dir /tmp/bench_out --repeats 5 --warmup 1 \
-        --out /tmp/RESULTS_latency.md
+    python benchmarks/bench_latency.py                       # everything (~30-40 min loaded)
+    python benchmarks/bench_latency.py --models resnet_sample --runs 5 --out /tmp/r.md
 """
 
 from __future__ import annotations
@@ -28,10 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -39,122 +28,140 @@ import onnx
 import onnxruntime as ort
 
 import onnxmorph
+from onnxmorph.graph.analysis import analyze
+from onnxmorph.latency.measure import make_session, random_feeds
+from onnxmorph.latency.model import measured_table
 
 ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out" / "latency"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from latency_models import random_resnet50  # noqa: E402
+
+MODELS = {
+    "resnet50": lambda: random_resnet50(ROOT / "benchmarks/out/resnet50_random.onnx"),
+    "mobilenetv2": lambda: Path("/work/exports/tv_mobilenet_v2_224_op13.onnx"),
+    "resnet_sample": lambda: ROOT / "samples/resnet_seed.onnx",
+    "mobilenet_sample": lambda: ROOT / "samples/mobilenet_seed.onnx",
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("models", nargs="*", help="pruned .onnx files (default: --models-dir)")
-    parser.add_argument("--seed-model", default=str(ROOT / "samples/resnet_seed.onnx"))
-    parser.add_argument("--models-dir", default=str(ROOT / "benchmarks/out"))
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="intra_op_num_threads")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.75, 0.5, 0.3])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=15, help="timed rounds at batch 1")
+    parser.add_argument("--runs-b32", type=int, default=4, help="timed rounds at batch 32")
+    parser.add_argument("--b32-budgets", type=float, nargs="*",
+                        help="time batch 32 only for structures at these budgets (ResNet-50 "
+                             "at batch 32 takes seconds per run)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/RESULTS_latency.md"))
     return parser.parse_args()
 
 
-def make_session(path: str, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+def variants(budgets: list[float]) -> list[tuple[str, dict]]:
+    runs = [(f"{m} b{b}", dict(method=m, budget=b)) for m in ("l1", "uniform") for b in budgets]
+    runs.append(("l1 b0.5 round-to 1", dict(method="l1", budget=0.5, round_to=1)))
+    runs += [(f"{m} latency b0.5", dict(method=m, budget=0.5, target="latency"))
+             for m in ("l1", "uniform")]
+    return runs
 
 
-def random_feeds(session: ort.InferenceSession, batch: int,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-    feeds = {}
-    for inp in session.get_inputs():
-        if inp.type != "tensor(float)":
-            raise SystemExit(f"input '{inp.name}' is {inp.type}; this benchmark feeds float32")
-        # The first axis is the batch; any other symbolic axis would need a value we don't know.
-        dims = [batch] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
-        feeds[inp.name] = rng.standard_normal(dims).astype(np.float32)
-    return feeds
+def interleaved(paths: list[Path], batch: int, rounds: int, threads: int) -> np.ndarray:
+    """[rounds, models] milliseconds, one warm-up round first."""
+    sessions = [make_session(onnx.load(str(p)).SerializeToString(), threads) for p in paths]
+    feeds = [random_feeds(s, batch) for s in sessions]
+    times = np.zeros((rounds, len(paths)))
+    for r in range(rounds + 1):
+        for i, (session, feed) in enumerate(zip(sessions, feeds)):
+            start = time.perf_counter()
+            session.run(None, feed)
+            if r:
+                times[r - 1, i] = (time.perf_counter() - start) * 1e3
+    return times
 
 
-def median_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int,
-              warmup: int) -> float:
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)  # one model at a time: warm caches, steady state
-
-
-def find_models(args: argparse.Namespace) -> list[str]:
-    if args.models:
-        return args.models
-    folder = Path(args.models_dir)
-    if not folder.is_dir():
-        raise SystemExit(f"no models given and '{folder}' does not exist; run "
-                         "benchmarks/bench_accuracy.py first or pass .onnx paths")
-    return [str(p) for p in sorted(folder.glob("*.onnx"))]
-
-
-def display(path: str) -> str:
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else resolved.name
-
-
-def load_average() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+def bench_model(name: str, args, lines: list[str]) -> None:
+    seed = MODELS[name]()
+    if not Path(seed).exists():
+        lines.append(f"\n{name}: {seed} not found, skipped\n")
+        return
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    analysis = analyze(str(seed))
+    table_path = folder / "latency_table.json"
+    began = time.perf_counter()
+    table, _, measured = measured_table(analysis, threads=args.threads, table_path=table_path)
+    profile_s = time.perf_counter() - began
+    print(f"{name}: profile {profile_s:.0f} s ({table.info})", flush=True)
+    rows, paths = [], [Path(seed)]
+    for label, options in variants(args.budgets):
+        result = onnxmorph.prune(str(seed), threads=args.threads, latency_table=table_path,
+                                 **options)
+        path = folder / (label.replace(" ", "_") + ".onnx")
+        onnx.save(result.model, str(path))
+        latency = result.extra.get("latency", {}).get("predicted", {})
+        rows.append((label, result.costs["ratio"]["macs"], latency.get("ratio")))
+        paths.append(path)
+        print(f"  {label}: MACs {rows[-1][1]:.3f}, predicted latency {rows[-1][2]:.3f}",
+              flush=True)
+    timings = {}
+    for batch, rounds in ((1, args.runs), (32, args.runs_b32)):
+        chosen = [0] + [i + 1 for i, (label, _) in enumerate(variants(args.budgets))
+                        if batch == 1 or args.b32_budgets is None
+                        or any(f"b{b}" in label.split() for b in args.b32_budgets)]
+        try:
+            times = interleaved([paths[i] for i in chosen], batch, rounds, args.threads)
+        except Exception as exc:  # noqa: BLE001 - a fixed-batch export: report, go on
+            print(f"  batch {batch}: {exc}", flush=True)
+            continue
+        timings[batch] = np.full((rounds, len(paths)), np.nan)
+        timings[batch][:, chosen] = times
+    state = "measured now" if measured else "from an earlier run"
+    lines += [f"\n### {name} ({Path(seed).name}, input "
+              f"{'x'.join(map(str, next(iter(analysis.loaded.input_shapes.values()))))})\n",
+              f"profile: {table.info.get('layers')} layers, {table.info.get('configs')} "
+              f"configurations, {table.info.get('measurements')} measurements, "
+              f"{table.info.get('seconds')} s ({state}).\n",
+              "| structure | MACs ratio | predicted latency ratio | b1 ms (seed) | "
+              "speed-up b1 [IQR] | b32 ms (seed) | speed-up b32 [IQR] | ideal | "
+              "b1 realised/ideal |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for i, (label, macs, predicted) in enumerate(rows, start=1):
+        cells = [label, f"{macs:.3f}", f"{predicted:.3f}" if predicted else "-"]
+        realised = None
+        for batch in (1, 32):
+            if batch not in timings or np.isnan(timings[batch][0, i]):
+                cells += ["not timed", "not timed"]
+                continue
+            t = timings[batch]
+            ratios = t[:, 0] / t[:, i]
+            q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+            cells += [f"{np.median(t[:, i]):.2f} ({np.median(t[:, 0]):.2f})",
+                      f"{med:.2f}× [{q1:.2f}, {q3:.2f}]"]
+            realised = med if batch == 1 else realised
+        cells += [f"{1 / macs:.2f}×", f"{realised * macs:.2f}" if realised else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     args = parse_args()
-    started = datetime.now()
-    load = load_average()
-    paths = [args.seed_model, *[p for p in find_models(args)
-                                if Path(p).resolve() != Path(args.seed_model).resolve()]]
-    seed_macs = onnxmorph.analyze(args.seed_model).macs
-    rng = np.random.default_rng(0)
-    rows: list[tuple[str, float, list[float]]] = []
-    for path in paths:
-        macs_ratio = onnxmorph.analyze(path).macs / seed_macs
-        session = make_session(path, args.threads)
-        latencies = [median_ms(session, random_feeds(session, batch, rng), args.repeats,
-                               args.warmup) for batch in args.batch_sizes]
-        rows.append((display(path), macs_ratio, latencies))
-        print(f"{display(path)}: MACs {macs_ratio:.3f}, "
-              + ", ".join(f"b{b} {ms:.3f} ms" for b, ms in zip(args.batch_sizes, latencies)),
-              flush=True)
-    seed_latencies = rows[0][2]
-    batch_cols = " | ".join(f"b{b} ms" for b in args.batch_sizes)
-    speed_cols = " | ".join(f"speed-up b{b}" for b in args.batch_sizes)
-    header = f"| model | MACs ratio | {batch_cols} | {speed_cols} | ideal speed-up |"
-    table = [header, "|" + "---|" * (3 + 2 * len(args.batch_sizes))]
-    for name, ratio, latencies in rows:
-        speed = [s / ms for s, ms in zip(seed_latencies, latencies)]
-        table.append(f"| {name} | {ratio:.3f} | "
-                     + " | ".join(f"{ms:.3f}" for ms in latencies) + " | "
-                     + " | ".join(f"{x:.2f}×" for x in speed) + f" | {1 / ratio:.2f}× |")
-    command = " ".join(["python", *sys.argv])
-    lines = [
-        "# onnxruntime CPU latency of pruned models", "",
-        f"- date: {started:%Y-%m-%d %H:%M}",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs (os.cpu_count()), Python {platform.python_version()}; "
-        f"1-min load average at start / end: {load:.2f} / {load_average():.2f}",
-        f"- onnx {onnx.__version__}, onnxruntime {ort.__version__}, onnxmorph "
-        f"{onnxmorph.__version__}",
-        f"- command: `{command}`",
-        f"- CPUExecutionProvider, ORT_SEQUENTIAL, intra_op_num_threads={args.threads}, "
-        "inter_op_num_threads=1, ORT_ENABLE_ALL graph optimisations; random float32 inputs",
-        f"- median of {args.repeats} runs after {args.warmup} warm-up runs, per model and batch "
-        "size; speed-up = seed latency / model latency; ideal speed-up = 1 / MACs ratio", "",
-        *table, "",
+    began = datetime.now(timezone.utc)
+    load = os.getloadavg()[0]
+    lines: list[str] = []
+    for name in args.models:
+        bench_model(name, args, lines)
+    header = [
+        "# onnxruntime CPU speed-up of pruned models (new defaults: --round-to auto)\n",
+        f"- date: {began:%Y-%m-%d %H:%M} UTC; machine: {platform.platform()}, "
+        f"{os.cpu_count()} CPUs shared with other sessions; 1-min load average at start / end: "
+        f"{load:.2f} / {os.getloadavg()[0]:.2f}",
+        f"- onnx {onnx.__version__}, onnxruntime {ort.__version__}, threads {args.threads}",
+        f"- command: `python benchmarks/bench_latency.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- batch 1: {args.runs} interleaved rounds, batch 32: {args.runs_b32} (one warm-up "
+        "round each); medians; speed-up spread = IQR of per-round seed/model ratios",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
+    Path(args.out).write_text("\n".join(header + lines) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -12,7 +12,7 @@ import onnx
 
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
-from onnxmorph.graph.cost import TARGETS
+from onnxmorph.graph.cost import LATENCY_TARGET, TARGETS
 from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
 from onnxmorph.methods.registry import (
     DEFAULT_CALIBRATION_BATCHES,
@@ -21,7 +21,7 @@ from onnxmorph.methods.registry import (
     get_method,
     method_names,
 )
-from onnxmorph.methods.select import SelectionRules, check_budget
+from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
 from onnxmorph.plot import SKIP_NOTE, write_structure_plot
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels
@@ -89,7 +89,7 @@ def prune(
     budget: float = 0.5,
     data: str | os.PathLike | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    round_to: int = 1,
+    round_to: int | str = "auto",
     min_channels: int = 1,
     exclude: tuple[str, ...] | list[str] = (),
     verify: bool = True,
@@ -97,6 +97,11 @@ def prune(
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
     atol: float | None = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    latency_model: str | None = None,
+    latency_table: str | os.PathLike | None = None,
+    latency_device: str = "cpu",
+    threads: int | None = None,
+    measure_latency: bool = False,
     allow_uncounted: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
@@ -110,8 +115,14 @@ def prune(
 
     verify (on by default) checks the post-conditions of onnxmorph/rewrite/postconditions.py
     and raises PostconditionError if one fails; atol/rtol are verify's tolerances.
+
+    round_to "auto" keeps channel counts multiples of onnxruntime's CPU channel block where
+    the seed's are. target "latency" prices structures with `latency_model` ("table", the
+    default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
+    constants), which the report then shows too; `measure_latency` times seed and result in
+    onnxruntime (`threads`, also the training sessions' threads) for the report.
     """
-    _check_arguments(method, target, budget, round_to, min_channels)
+    _check_arguments(method, target, budget, 1, min_channels)
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
@@ -122,13 +133,23 @@ def prune(
     analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     if verify:
         check_seed_runs(analysis)
-    rules = SelectionRules(round_to=round_to, min_channels=min_channels, exclude=tuple(exclude))
+    rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
+                           exclude=tuple(exclude), auto=round_to == "auto")
+    if target == LATENCY_TARGET or latency_model or latency_table:
+        from onnxmorph.latency import latency_model as build_latency
+
+        analysis.cost.latency = build_latency(analysis, kind=latency_model or "table",
+                                              threads=threads, table_path=latency_table,
+                                              device=latency_device)
+    if threads and data is not None:
+        training = {**(training or {}), "threads": threads}
     request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
                           data=data, training=dict(training or {}),
                           calibration_batches=calibration_batches)
     start = time.perf_counter()
     selection = chosen.select(request)
-    extra: dict = {**selection.extra, "method_seconds": time.perf_counter() - start}
+    extra: dict = {**selection.extra, "method_seconds": time.perf_counter() - start,
+                   "round_to": rules.round_to if round_to != "auto" else f"auto ({rules.round_to})"}
     alive, sliced = selection.alive, selection.model
     if sliced is None:
         sliced_result = slice_channels(analysis, alive)
@@ -147,6 +168,12 @@ def prune(
                          target=target, budget=budget, extra=extra)
     if verify:
         _check_trained_result(result, data)
+    if measure_latency or analysis.cost.latency is not None:
+        from onnxmorph.latency.report import latency_report
+
+        result.extra["latency"] = latency_report(analysis, alive, sliced,
+                                                 expr=analysis.cost.latency,
+                                                 measure=measure_latency, threads=threads)
     return result
 
 
@@ -166,8 +193,9 @@ def _check_arguments(method, target, budget, round_to, min_channels) -> None:
     names = ("auto", *method_names())  # METHODS, plus methods registered since the import
     if method not in names:
         raise PruningError(f"unknown method '{method}'; use one of {', '.join(names)}")
-    if target not in TARGETS:
-        raise PruningError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
+    if target not in (*TARGETS, LATENCY_TARGET):
+        raise PruningError(f"unknown target '{target}'; use one of "
+                           f"{', '.join((*TARGETS, LATENCY_TARGET))}")
     check_budget(budget)
     if round_to < 1 or min_channels < 0:
         raise PruningError("--round-to must be at least 1 and --min-channels at least 0")

@@ -18,7 +18,7 @@ from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import TARGETS
 from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
-from onnxmorph.methods.select import SelectionRules
+from onnxmorph.methods.select import SelectionRules, resolve_round_to
 from onnxmorph.methods.uniform import uniform_width
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.grow import grow_channels
@@ -46,7 +46,7 @@ class ExpandResult:
 
 def expand(
     model: str | os.PathLike | onnx.ModelProto, *, width: float | None = None,
-    budget: float | None = None, target: str = "flops", round_to: int = 1,
+    budget: float | None = None, target: str = "flops", round_to: int | str = "auto",
     min_channels: int = 1, input_shapes: dict[str, tuple[int, ...]] | None = None,
     seed: int = 0, verify: bool = True, atol: float | None = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
@@ -69,7 +69,8 @@ def expand(
     analysis = analyze(model, input_shapes)
     if verify:
         check_seed_runs(analysis)
-    rules = SelectionRules(round_to=round_to, min_channels=min_channels)
+    rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
+                           auto=round_to == "auto")
     expr = analysis.cost.expr(target)
     if budget is not None:
         width = _width_for_budget(analysis, budget * expr(), target, rules, seed)
@@ -131,7 +132,7 @@ def _width_for_budget(analysis: Analysis, limit: float, target: str, rules: Sele
             high = middle
     if low == 0.0:
         raise PruningError("no width fits the budget; raise --budget")
-    return round(low, 4)
+    return math.floor(low * 1e4) / 1e4  # rounding up could cross a rounding step
 
 
 __all__ = ["ExpandResult", "expand"]

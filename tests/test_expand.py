@@ -42,7 +42,7 @@ def test_width_one_changes_nothing(path):
 def test_width_below_one_keeps_the_highest_l1_channels(path):
     analysis = onnxmorph.analyze(path)
     scores = l1_unit_scores(analysis)
-    result = onnxmorph.expand(path, width=0.5)
+    result = onnxmorph.expand(path, width=0.5, round_to=1)
     for group in analysis.channels.prunable_groups():
         before, after = result.report["channels"][str(group.id)]
         assert after == max(1, round(group.channels * 0.5))
@@ -61,7 +61,7 @@ def test_width_below_one_keeps_the_highest_l1_channels(path):
 
 @pytest.mark.parametrize("path", SAMPLES)
 def test_width_above_one_keeps_the_outputs(path):
-    result = onnxmorph.expand(path, width=1.5)
+    result = onnxmorph.expand(path, width=1.5, round_to=1)
     onnx.checker.check_model(result.model, full_check=True)
     seed = onnxmorph.analyze(path)
     grown = onnxmorph.analyze(result.model)

@@ -6,7 +6,14 @@ import json
 
 import click
 
-from onnxmorph.cli.options import allow_uncounted_option, input_shape_option, json_option
+from onnxmorph.cli.options import (
+    allow_uncounted_option,
+    input_shape_option,
+    json_option,
+    latency_device_option,
+    latency_model_option,
+    latency_table_option,
+)
 from onnxmorph.cli.table import format_count, render_table
 
 
@@ -16,15 +23,26 @@ from onnxmorph.cli.table import format_count, render_table
 @json_option
 @click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
 @allow_uncounted_option
+@latency_model_option
+@latency_table_option
+@latency_device_option
 def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool,
-            allow_uncounted: bool) -> None:
-    """Show MACs, parameters and the channel groups of MODEL."""
+            allow_uncounted: bool, latency_model: str | None, latency_table: str | None,
+            latency_device: str) -> None:
+    """Show MACs, parameters (and, when asked, predicted latency) and the channel groups."""
     from onnxmorph.graph import analyze as run_analysis
     from onnxmorph.graph import parse_input_shapes
 
     result = run_analysis(model, parse_input_shapes(input_shapes),
                           allow_uncounted=allow_uncounted)
     summary = result.to_dict()
+    if latency_model or latency_table:
+        from onnxmorph.latency import latency_model as build_latency
+
+        expr = build_latency(result, kind=latency_model or "table", table_path=latency_table,
+                             device=latency_device)
+        summary["latency_ms"] = expr()
+        summary["latency_model"] = latency_model or "table"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -35,6 +53,9 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups
     click.echo(f"inputs:  {shapes}")
     click.echo(f"MACs:    {format_count(summary['macs'])}")
     click.echo(f"params:  {format_count(summary['params'])}")
+    if "latency_ms" in summary:
+        click.echo(f"latency: {summary['latency_ms']:.3f} ms predicted for the weight layers "
+                   f"({summary['latency_model']})")
     for node in summary["uncounted"]:
         click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     click.echo(f"groups:  {len(groups)} ({len(prunable)} prunable, "

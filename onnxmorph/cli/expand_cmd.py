@@ -12,6 +12,8 @@ from onnxmorph.cli.options import (
     check_ranges,
     input_shape_option,
     json_option,
+    round_to_number,
+    round_to_option,
     tolerance_options,
     verify_option,
 )
@@ -26,8 +28,7 @@ from onnxmorph.cli.options import (
               help="Largest width whose cost is at most this fraction of MODEL's (may be > 1).")
 @click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
               show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True,
-              help="Keep channel counts multiples of N where MODEL's were.")
+@round_to_option
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of the new channels' weights.")
 @verify_option
@@ -35,7 +36,7 @@ from onnxmorph.cli.options import (
 @input_shape_option
 @json_option
 def expand(model: str, output: str | None, width: float | None, budget: float | None,
-           target: str, round_to: int, seed: int, verify: bool, atol: float | None, rtol: float,
+           target: str, round_to: str, seed: int, verify: bool, atol: float | None, rtol: float,
            input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Multiply every prunable group's channel count by a width."""
     from onnxmorph.expand import expand as run_expand
@@ -44,8 +45,8 @@ def expand(model: str, output: str | None, width: float | None, budget: float | 
 
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".expanded.onnx")
     check_range("--budget", budget, above=0)  # may exceed 1: expand grows
-    check_ranges({"--width": width, "--round-to": round_to, "--seed": seed, "--atol": atol,
-                  "--rtol": rtol})
+    check_ranges({"--width": width, "--round-to": round_to_number(round_to), "--seed": seed,
+                  "--atol": atol, "--rtol": rtol})
     for path in (out, sidecar(out, "report.json")):
         check_output_path(path, inputs=[model])
     result = run_expand(model, width=width, budget=budget, target=target, round_to=round_to,

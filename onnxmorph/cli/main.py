@@ -62,6 +62,7 @@ def _register_commands() -> None:
         eval_cmd,
         expand_cmd,
         finetune_cmd,
+        profile_cmd,
         prune_cmd,
         report_cmd,
         sensitivity_cmd,
@@ -76,6 +77,7 @@ def _register_commands() -> None:
     cli.add_command(eval_cmd.evaluate_command)
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
+    cli.add_command(profile_cmd.profile)
     cli.add_command(sensitivity_cmd.sensitivity)
     cli.add_command(sweep_cmd.sweep)
 

@@ -16,6 +16,25 @@ input_shape_option = click.option(
     help="Static shape for a model input with dynamic dimensions (repeatable).",
 )
 
+round_to_option = click.option(
+    "--round-to", default="auto", show_default=True, metavar="auto|N",
+    help="Keep channel counts multiples of N where the seed's were; auto: the block "
+         "onnxruntime's fast CPU kernels need on this machine (8 with AVX2, 16 with "
+         "AVX-512); 1: no rounding.")
+
+latency_model_option = click.option(
+    "--latency-model", type=click.Choice(["table", "roofline"]), default=None,
+    help="How latency is predicted: table (per-layer onnxruntime measurements, made by "
+         "`onnxmorph profile` and cached) or roofline (FLOPs and bytes; no measuring).")
+latency_table_option = click.option(
+    "--latency-table", type=click.Path(dir_okay=False),
+    help="Latency table JSON to use (made here if missing) instead of the cache.")
+latency_device_option = click.option(
+    "--latency-device", default="cpu", show_default=True,
+    help="Roofline constants: cpu (this machine) or p100, v100, t4, a100, h100.")
+threads_option = click.option(
+    "--threads", type=int, help="onnxruntime intra-op threads (default: one per core).")
+
 allow_uncounted_option = click.option(
     "--allow-uncounted", is_flag=True,
     help="Go on when some node's MACs cannot be counted (custom op, unknown shape); "
@@ -120,3 +139,14 @@ def check_ranges(values: dict[str, float | int | None]) -> None:
     """check_range for each `--option: value` by RANGES."""
     for option, value in values.items():
         check_range(option, value, **RANGES[option])
+
+
+def round_to_number(value: str | int) -> int | None:
+    """--round-to as a number for check_range (None for auto); a word is refused in one line."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise OptionValueError(
+            f"--round-to must be auto or a whole number (got {value!r})") from None

@@ -13,6 +13,12 @@ from onnxmorph.cli.options import (
     check_ranges,
     input_shape_option,
     json_option,
+    latency_device_option,
+    latency_model_option,
+    latency_table_option,
+    round_to_number,
+    round_to_option,
+    threads_option,
     tolerance_options,
     training_options,
     verify_option,
@@ -32,8 +38,9 @@ METHODS = ["auto", *method_names()]
 @click.option("--calibration-batches", type=int, default=DEFAULT_CALIBRATION_BATCHES,
               show_default=True,
               help="Batches of --data that apoz, activation and taylor rank channels on.")
-@click.option("--target", type=click.Choice(["flops", "params"]), default="flops",
-              show_default=True, help="The cost the budget applies to (flops = MACs).")
+@click.option("--target", type=click.Choice(["flops", "params", "latency"]), default="flops",
+              show_default=True, help="The cost the budget applies to (flops = MACs; latency: "
+                                      "predicted by --latency-model).")
 @click.option("--budget", type=float, default=0.5, show_default=True,
               help="Fraction of the seed's cost to keep, in (0, 1].")
 @training_options
@@ -46,8 +53,7 @@ METHODS = ["auto", *method_names()]
                    "controller; the final structure still respects --budget.")
 @click.option("--alive-threshold", type=float, default=0.1, show_default=True,
               help="A channel lives while its gate probability is above this.")
-@click.option("--round-to", type=int, default=1, show_default=True,
-              help="Keep channel counts multiples of N where the seed's were.")
+@round_to_option
 @click.option("--min-channels", type=int, default=1, show_default=True,
               help="Never shrink a group below this many channels (0 lets a group vanish: "
                    "its residual branch is removed where that is exact).")
@@ -55,6 +61,12 @@ METHODS = ["auto", *method_names()]
               help="Leave layers matching this name or glob untouched (repeatable).")
 @verify_option
 @tolerance_options
+@latency_model_option
+@latency_table_option
+@latency_device_option
+@threads_option
+@click.option("--measure-latency/--no-measure-latency", default=True, show_default=True,
+              help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
 @allow_uncounted_option
 @json_option
@@ -62,9 +74,11 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
           budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
           log: str | None, seed: int, device: str, steps: int, finetune_steps: int,
-          strength: float | None, alive_threshold: float, round_to: int, min_channels: int,
+          strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
-          input_shapes: tuple[str, ...], allow_uncounted: bool, as_json: bool) -> None:
+          latency_model: str | None, latency_table: str | None, latency_device: str,
+          threads: int | None, measure_latency: bool, input_shapes: tuple[str, ...],
+          allow_uncounted: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -86,6 +100,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
             input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
             min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
             calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
+            latency_model=latency_model, latency_table=latency_table,
+            latency_device=latency_device, threads=threads, measure_latency=measure_latency,
             training=dict(steps=steps, finetune_steps=finetune_steps,
                           learning_rate=learning_rate, optimizer=optimizer, loss=loss,
                           strength=strength, alive_threshold=alive_threshold, workdir=folder,
@@ -103,7 +119,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
 
 def check_prune_options(model: str, out: Path, data: str | None, log: str | None, *,
                         budget: float, steps: int, finetune_steps: int, learning_rate: float,
-                        strength: float | None, alive_threshold: float, round_to: int,
+                        strength: float | None, alive_threshold: float, round_to: str,
                         min_channels: int, seed: int, atol: float | None, rtol: float) -> None:
     """Everything that can be refused before the model is even read."""
     from onnxmorph.io import check_distinct_outputs, check_output_path, sidecar
@@ -112,8 +128,8 @@ def check_prune_options(model: str, out: Path, data: str | None, log: str | None
     check_budget(budget)
     check_ranges({"--steps": steps, "--finetune-steps": finetune_steps, "--lr": learning_rate,
                   "--strength": strength, "--alive-threshold": alive_threshold,
-                  "--round-to": round_to, "--min-channels": min_channels, "--seed": seed,
-                  "--atol": atol, "--rtol": rtol})
+                  "--round-to": round_to_number(round_to), "--min-channels": min_channels,
+                  "--seed": seed, "--atol": atol, "--rtol": rtol})
     outputs = [out, *(sidecar(out, s) for s in ("structure.json", "report.json",
                                                  "structure.png")), log]
     for path in outputs:
@@ -128,6 +144,7 @@ def _print_summary(report: dict, paths: dict) -> None:
     for key, label in (("macs", "MACs"), ("params", "params")):
         click.echo(f"{label:7s} {format_count(seed[key]):>9s} → {format_count(pruned[key]):>9s}"
                    f"  ({ratio[key]:.1%})")
+    _print_latency(report.get("latency"))
     for node in report.get("uncounted", []):
         click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     for key in ("accuracy_before", "accuracy_after", "agreement_with_seed",
@@ -142,3 +159,19 @@ def _print_summary(report: dict, paths: dict) -> None:
                    f"{', '.join(map(str, check['batch_sizes']))})")
     for kind, path in paths.items():  # a str instead of a path: why it was not written
         click.echo(f"wrote {kind}: {path}" if isinstance(path, Path) else f"{kind}: {path}")
+
+
+def _print_latency(latency: dict | None) -> None:
+    if not latency:
+        return
+    if "predicted" in latency:
+        p = latency["predicted"]
+        click.echo(f"latency predicted (weight layers) {p['seed_ms']:.3f} → "
+                   f"{p['pruned_ms']:.3f} ms  ({p['ratio']:.1%})")
+    if "error" in latency.get("measured", {}):
+        click.echo(f"latency not measured: {latency['measured']['error']}")
+    elif "measured" in latency:
+        m = latency["measured"]
+        click.echo(f"latency measured {m['seed_ms']:.3f} → {m['pruned_ms']:.3f} ms "
+                   f"(batch {m['batch']}, median of {m['runs']}): speed-up {m['speedup']:.2f}× "
+                   f"of an ideal {latency['ideal_speedup']:.2f}× (1 / MACs ratio)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,6 +24,7 @@ from onnxmorph.graph.op_costs import Uncounted, count_other_op
 from onnxmorph.graph.quantized import QuantizedConstant, constant_values, quantized_constants
 
 TARGETS = ("flops", "params")
+LATENCY_TARGET = "latency"  # needs a latency model attached (onnxmorph.latency)
 
 
 @dataclass
@@ -74,12 +76,20 @@ class CostModel:
     macs: CostExpr
     params: CostExpr
     uncounted: list[Uncounted] = field(default_factory=list)  # nodes whose MACs are unknown
+    # A LatencyExpr (same call interface) attached for target "latency"; graph/ stays free
+    # of the runtime, so onnxmorph.latency builds it and sets it here.
+    latency: Any = None
 
     def expr(self, target: str) -> CostExpr:
         if target == "flops":
             return self.macs
         if target == "params":
             return self.params
+        if target == LATENCY_TARGET:
+            if self.latency is None:
+                raise ValueError("unknown cost target 'latency' until a latency model is "
+                                 "attached (onnxmorph.latency.latency_model)")
+            return self.latency
         raise ValueError(f"unknown cost target '{target}'; use one of {', '.join(TARGETS)}")
 
 

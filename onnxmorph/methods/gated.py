@@ -237,8 +237,9 @@ def _final_structure(analysis: Analysis, probs: np.ndarray, groups, target: str,
     for group in groups:
         open_units = probs[group.units] > options.alive_threshold
         floor = rules.min_channels  # 0 lets a group vanish (its branch goes where exact)
-        if rules.round_to > 1 and group.channels % rules.round_to == 0:
-            floor = -(-max(int(open_units.sum()), floor) // rules.round_to) * rules.round_to
+        step = rules.step(group)
+        if step > 1:
+            floor = -(-max(int(open_units.sum()), floor) // step) * step
         if open_units.sum() < floor:  # keep the group's best units
             best = np.argsort(-probs[group.units], kind="stable")[:floor]
             open_units[best] = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +18,39 @@ from onnxmorph.graph.channels import ChannelGroup
 class SelectionRules:
     """Constraints users of pruning tools expect: widths that stay fast, layers left alone."""
 
-    round_to: int = 1
+    round_to: int = 1  # "auto" is resolved to an int by resolve_round_to before it gets here
     min_channels: int = 1
     exclude: tuple[str, ...] = ()
+    auto: bool = False  # round_to is the runtime's block (--round-to auto)
+
+    def step(self, group: ChannelGroup) -> int:
+        """Channels are removed in chunks of this many: round_to where the seed's width was a
+        multiple of it (as the option promises), else 1. With auto, a group of one block
+        is rounded finer: it could otherwise never shrink."""
+        if self.auto and group.channels <= self.round_to:
+            return 1
+        if self.round_to > 1 and group.channels % self.round_to == 0:
+            return self.round_to
+        return 1
+
+
+ROUND_TO_AUTO = "auto"
+
+
+def resolve_round_to(value: int | str, runtime: str = "ort-cpu") -> int:
+    """`--round-to auto`: the channel block of the runtime's fast kernels on this machine."""
+    if value == ROUND_TO_AUTO:
+        from onnxmorph.latency.runtime import channel_block
+
+        return channel_block(runtime)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise PruningError(f"--round-to {value!r} is not valid: give 'auto' or a number at "
+                           "least 1")
+    return number
 
 
 def check_budget(budget: float) -> None:
@@ -51,14 +82,16 @@ def prunable_groups(analysis: Analysis, rules: SelectionRules) -> list[ChannelGr
 def select_to_budget(
     analysis: Analysis, scores: np.ndarray, target: str, budget: float,
     rules: SelectionRules = SelectionRules(), alive: np.ndarray | None = None,
+    cost: Callable[[np.ndarray], float] | None = None,
 ) -> np.ndarray:
     """Alive mask over units: remove lowest-scored chunks, globally, until cost ≤ budget.
 
     `alive` is a starting structure (say, the channels whose gates stayed open); without it
-    every channel starts alive.
+    every channel starts alive. `cost` (alive mask → cost, e.g. a LatencyExpr) replaces the
+    analysis' cost for `target`; it must not rise when channels are removed.
     """
     check_budget(budget)
-    expr = analysis.cost.expr(target)
+    expr = cost if cost is not None else analysis.cost.expr(target)
     seed_cost = expr()
     if seed_cost <= 0:
         raise PruningError(f"the model has no {target} cost to reduce; choose another --target")
@@ -91,7 +124,7 @@ def select_to_budget(
     def cost_after(count: int) -> float:
         trial = alive.copy()
         trial[removal[: ends[count - 1]] if count else removal[:0]] = False
-        return expr(trial)
+        return expr(np.asarray(trial, dtype=np.float64))
 
     low, high = 0, len(sequence)
     if cost_after(high) <= limit:
@@ -112,10 +145,7 @@ def select_to_budget(
 
 
 def _step(group: ChannelGroup, rules: SelectionRules) -> int:
-    # Round only groups whose seed width was a multiple of round_to, as the option promises.
-    if rules.round_to > 1 and group.channels % rules.round_to == 0:
-        return rules.round_to
-    return 1
+    return rules.step(group)
 
 
 def _push(heap, group, orders, floors, scores, step) -> None:

@@ -6,10 +6,13 @@ learned structures are compared against; the channels kept are the highest-L1 on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.channels import ChannelGroup
 from onnxmorph.methods.l1 import l1_unit_scores
 from onnxmorph.methods.select import SelectionRules, check_budget, prunable_groups
 
@@ -24,24 +27,27 @@ def uniform_width(analysis: Analysis, width: float,
     scores = l1_unit_scores(analysis)
     alive = np.ones(analysis.channels.num_units, dtype=bool)
     for group in prunable_groups(analysis, rules):
-        keep = _rounded(group.channels * width, group.channels, rules)
+        keep = _rounded(group.channels * width, group, rules)
         order = group.units[np.argsort(-scores[group.units], kind="stable")]
         alive[order[keep:]] = False
     return alive
 
 
-def _rounded(target: float, channels: int, rules: SelectionRules) -> int:
-    step = rules.round_to if rules.round_to > 1 and channels % rules.round_to == 0 else 1
+def _rounded(target: float, group: ChannelGroup, rules: SelectionRules) -> int:
+    step = rules.step(group)
     keep = int(round(target / step)) * step
-    return int(min(channels, max(keep, rules.min_channels, step, 1)))
+    return int(min(group.channels, max(keep, rules.min_channels, step, 1)))
 
 
 def width_for_budget(analysis: Analysis, target: str, budget: float,
-                     rules: SelectionRules | None = None) -> tuple[float, np.ndarray]:
-    """The largest width whose uniform structure costs at most budget × the seed's."""
+                     rules: SelectionRules | None = None,
+                     cost: Callable[[np.ndarray], float] | None = None,
+                     ) -> tuple[float, np.ndarray]:
+    """The largest width whose uniform structure costs at most budget × the seed's (`cost`,
+    say a LatencyExpr, replaces the analysis' cost for `target`)."""
     rules = rules or SelectionRules()
     check_budget(budget)
-    expr = analysis.cost.expr(target)
+    expr = cost if cost is not None else analysis.cost.expr(target)
     limit = budget * expr()
     low, high = 0.0, 1.0
     if expr(uniform_width(analysis, 1.0, rules)) <= limit:

@@ -19,6 +19,7 @@ from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.channels import ChannelGroup, mask_shape
 from onnxmorph.graph.cost import CostExpr
 from onnxmorph.graph.layers import weight_layer_ops
+from onnxmorph.latency.expr import LatencyExpr
 
 PREFIX = "onnxmorph_gate"
 NOISE_INPUT = f"{PREFIX}_noise"
@@ -78,7 +79,8 @@ def insert_gates(
     nodes = _GateNodes(graph)
     sample, prob = nodes.gate_vectors(logit_names, settings, gated_units, num_units)
     gated_nodes = nodes.gate_consumers(analysis, sample)
-    cost_nodes = nodes.cost(cost, prob)
+    cost_nodes = (nodes.latency(cost, prob) if isinstance(cost, LatencyExpr)
+                  else nodes.cost(cost, prob))
     graph.output.append(helper.make_tensor_value_info(COST_OUTPUT, onnx.TensorProto.FLOAT, [1]))
     _splice(graph, gated_nodes, nodes.head + cost_nodes)
     return GatedModel(model=model, groups=groups, logit_names=logit_names,
@@ -158,14 +160,7 @@ class _GateNodes:
         """cost(p) / cost(1) as ONNX nodes: L = offsets + p·M; Σ coef·L[a]·L[b]."""
         nodes: list[onnx.NodeProto] = []
         seed = expr()
-        matrix = self.const(expr.dense_forms().astype(np.float32), "forms")
-        offsets = self.const(expr.form_offsets.astype(np.float32), "offsets")
-        row = self.op(nodes, "Unsqueeze", [prob, self.const(np.array([0], np.int64), "axis0")],
-                      "prob_row")
-        product = self.op(nodes, "MatMul", [row, matrix], "forms_raw")
-        flat = self.op(nodes, "Reshape", [product, self.const(np.array([-1], np.int64), "flat")],
-                       "forms_flat")
-        forms = self.op(nodes, "Add", [flat, offsets], "forms")
+        forms = self.forms(nodes, expr, prob)
         first = self.op(nodes, "Gather", [forms, self.const(expr.first, "first")], "first",
                         axis=0)
         linear = expr.second < 0
@@ -182,6 +177,53 @@ class _GateNodes:
                         "total", keepdims=1)
         nodes.append(helper.make_node("Identity", [total], [COST_OUTPUT], name=COST_OUTPUT))
         return nodes
+
+    def latency(self, expr: LatencyExpr, prob: str) -> list[onnx.NodeProto]:
+        """latency(p) / latency(1): each layer's table interpolated at its expected alive
+        counts, H_x(x) · V · H_y(y) with hat functions from Relu ramps (onnxmorph.latency)."""
+        nodes: list[onnx.NodeProto] = []
+        tables = expr.tables
+        forms = self.forms(nodes, expr.forms_of, prob)
+        x = self.op(nodes, "Gather", [forms, self.const(expr.input_forms, "lat_in")], "lat_x",
+                    axis=0)
+        y = self.op(nodes, "Gather", [forms, self.const(expr.output_forms, "lat_out")],
+                    "lat_y", axis=0)
+        hats_x = self.hats(nodes, x, tables.knots_x, tables.matrix_x, "x")
+        hats_y = self.hats(nodes, y, tables.knots_y, tables.matrix_y, "y")
+        values = self.const((tables.values / expr()).astype(np.float32), "lat_values")
+        rows = self.op(nodes, "MatMul", [hats_x, values], "lat_rows")  # [L, 1, K]
+        products = self.op(nodes, "Mul", [rows, hats_y], "lat_products")
+        total = self.op(nodes, "ReduceSum", [products, self.const(
+            np.array([0, 1, 2], np.int64), "lat_axes")], "lat_total", keepdims=1)
+        nodes.append(helper.make_node("Reshape", [total, self.const(
+            np.array([1], np.int64), "lat_shape")], [COST_OUTPUT], name=COST_OUTPUT))
+        return nodes
+
+    def hats(self, nodes: list, x: str, knots: np.ndarray, matrix: np.ndarray,
+             hint: str) -> str:
+        """[L, 1, K] hat-function values: C[0] + relu(x - knots) · C[1:] per layer."""
+        constant = self.const(matrix[:, :1, :].astype(np.float32), f"hat_{hint}_const")
+        if knots.shape[1] == 0:  # every layer's table is constant along this axis
+            return constant
+        column = self.op(nodes, "Unsqueeze", [x, self.const(np.array([1, 2], np.int64),
+                                                            f"{hint}_axes")], f"{hint}_col")
+        shifted = self.op(nodes, "Sub", [column, self.const(
+            knots[:, None, :].astype(np.float32), f"knots_{hint}")], f"{hint}_shifted")
+        ramps = self.op(nodes, "Relu", [shifted], f"{hint}_ramps")
+        slopes = self.op(nodes, "MatMul", [ramps, self.const(
+            matrix[:, 1:, :].astype(np.float32), f"hat_{hint}_slopes")], f"{hint}_sloped")
+        return self.op(nodes, "Add", [slopes, constant], f"hats_{hint}")
+
+    def forms(self, nodes: list, expr: CostExpr, prob: str) -> str:
+        """The linear forms L = offsets + p·M (alive channel counts) as one vector."""
+        matrix = self.const(expr.dense_forms().astype(np.float32), "forms")
+        offsets = self.const(expr.form_offsets.astype(np.float32), "offsets")
+        row = self.op(nodes, "Unsqueeze", [prob, self.const(np.array([0], np.int64), "axis0")],
+                      "prob_row")
+        product = self.op(nodes, "MatMul", [row, matrix], "forms_raw")
+        flat = self.op(nodes, "Reshape", [product, self.const(np.array([-1], np.int64), "flat")],
+                       "forms_flat")
+        return self.op(nodes, "Add", [flat, offsets], "forms")
 
 
 def _splice(graph: onnx.GraphProto, gated: dict[str, list[onnx.NodeProto]],

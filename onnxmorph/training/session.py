@@ -62,7 +62,8 @@ class TrainingSession:
     def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3, device: str = "cpu",
                  threads: int | None = None, checkpoint: str | None = None) -> None:
         """`checkpoint`: a state written by `save_checkpoint` (weights and optimizer state)
-        to continue from, instead of the artifacts' initial one."""
+        to continue from, instead of the artifacts' initial one; `threads`: intra-op threads
+        (None: onnxruntime's default)."""
         _, _, api = import_training_modules()
         self.paths = paths
         self._state = api.CheckpointState.load_checkpoint(checkpoint or paths.checkpoint)

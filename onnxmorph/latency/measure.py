@@ -1,0 +1,101 @@
+"""Time models in onnxruntime CPU: sessions made once, runs interleaved, medians reported."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+
+def session_options(threads: int | None = None):
+    """CPUExecutionProvider options: all graph optimisations, `threads` intra-op threads
+    (None: onnxruntime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.log_severity_level = 3
+    # Idle worker threads of one session must not spin while another runs: interleaved
+    # timing keeps several sessions open (spinning made the first model of each round slow).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def make_session(model: onnx.ModelProto | bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, session_options(threads),
+                                providers=["CPUExecutionProvider"])
+
+
+def random_feeds(session, batch: int | None, shapes: dict[str, tuple[int, ...]] | None = None,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs: the batch dimension set to `batch` (None: as declared), other dims
+    from `shapes` or the model (dynamic ones: 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for arg in session.get_inputs():
+        known = (shapes or {}).get(arg.name)
+        dims = list(known) if known else [d if isinstance(d, int) else 1 for d in arg.shape]
+        if batch is not None:
+            dims[0] = batch
+        kind = np.int64 if "int64" in arg.type else np.float32
+        feeds[arg.name] = (rng.integers(0, 2, dims) if kind is np.int64
+                           else rng.standard_normal(dims)).astype(kind)
+    return feeds
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    runs: int
+
+    def to_dict(self) -> dict:
+        return {"median_ms": self.median_ms, "q1_ms": self.q1_ms, "q3_ms": self.q3_ms,
+                "runs": self.runs}
+
+
+def time_interleaved(models: list[onnx.ModelProto | bytes], batch: int = 1,
+                     threads: int | None = None, runs: int = 10, warmup: int = 2,
+                     shapes: dict[str, tuple[int, ...]] | None = None) -> list[Timing]:
+    """Latency of each model, run in turn (A B A B …) so machine load hits all alike."""
+    sessions = [make_session(m, threads) for m in models]
+    feeds = [random_feeds(s, batch, shapes) for s in sessions]
+    samples: list[list[float]] = [[] for _ in sessions]
+    for round_index in range(warmup + runs):
+        for i, (session, feed) in enumerate(zip(sessions, feeds)):
+            start = time.perf_counter()
+            session.run(None, feed)
+            if round_index >= warmup:
+                samples[i].append((time.perf_counter() - start) * 1e3)
+    return [_summary(s) for s in samples]
+
+
+def time_session(session, feeds, min_runs: int = 5, min_seconds: float = 0.02,
+                 max_runs: int = 50) -> float:
+    """Fastest of one session's runs after one warm-up run, in ms: other processes only ever
+    add time, and one descheduled stretch must not land in a latency table (a median of a
+    few runs on a busy machine did: 25 ms for a 1.7 ms layer)."""
+    session.run(None, feeds)
+    times: list[float] = []
+    began = time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs
+                                     or time.perf_counter() - began < min_seconds):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return min(times)
+
+
+def _summary(samples: list[float]) -> Timing:
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    return Timing(float(median), float(q1), float(q3), len(samples))

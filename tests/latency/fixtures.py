@@ -1,0 +1,38 @@
+"""A tiny conv net (plain, depthwise, 1x1, Gemm) and a synthetic latency table for it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxmorph.latency.layers import weight_layers
+from onnxmorph.latency.profile import grid_counts
+from onnxmorph.latency.table import Grid, LatencyTable
+from tests.onnx_builders import GraphBuilder
+
+
+def tiny_model():
+    b = GraphBuilder(seed=3)
+    x = b.input("x", [1, 3, 12, 12])
+    h = b.relu(b.conv(x, 16))
+    h = b.relu(b.conv(h, 16, group=16))  # depthwise
+    h = b.relu(b.conv(h, 24, k=1))
+    y = b.gemm(b.flatten(b.gap(h)), 10)
+    return b.model([y])
+
+
+def synthetic_latency(cin: float, cout: float) -> float:
+    """Not bilinear (so interpolation matters), rising in both counts."""
+    return 0.02 + 1e-3 * cin * cout ** 1.3 + 4e-3 * np.sqrt(cout)
+
+
+def synthetic_table(analysis, key: dict | None = None) -> LatencyTable:
+    layers, configs = {}, {}
+    for spec in weight_layers(analysis):
+        grid_in = [spec.in_full] if spec.depthwise else grid_counts(spec.in_full,
+                                                                    spec.in_variable, 8)
+        grid_out = grid_counts(spec.out_full, spec.out_variable, 8)
+        values = [[synthetic_latency(cout if spec.depthwise else cin, cout) for cout in grid_out]
+                  for cin in grid_in]
+        layers[spec.name] = spec.name
+        configs[spec.name] = Grid(grid_in, grid_out, values)
+    return LatencyTable(key=key or {"model": "synthetic"}, layers=layers, configs=configs)
