@@ -22,6 +22,16 @@ round_to_option = click.option(
          "onnxruntime's fast CPU kernels need on this machine (8 with AVX2, 16 with "
          "AVX-512); 1: no rounding.")
 
+
+
+def steps_options(command):
+    """Structure-learning and fine-tuning step counts (prune, sweep)."""
+    command = click.option("--finetune-steps", type=int, default=250, show_default=True,
+                           help="Training steps of the pruned model without gates.")(command)
+    return click.option("--steps", type=int, default=250, show_default=True,
+                        help="Structure-learning steps (gates).")(command)
+
+
 latency_model_option = click.option(
     "--latency-model", type=click.Choice(["table", "roofline"]), default=None,
     help="How latency is predicted: table (per-layer onnxruntime measurements, made by "

@@ -18,6 +18,7 @@ from onnxmorph.cli.options import (
     latency_table_option,
     round_to_number,
     round_to_option,
+    steps_options,
     threads_option,
     tolerance_options,
     training_options,
@@ -44,10 +45,7 @@ METHODS = ["auto", *method_names()]
 @click.option("--budget", type=float, default=0.5, show_default=True,
               help="Fraction of the seed's cost to keep, in (0, 1].")
 @training_options
-@click.option("--steps", type=int, default=250, show_default=True,
-              help="Structure-learning steps (gates).")
-@click.option("--finetune-steps", type=int, default=250, show_default=True,
-              help="Training steps of the pruned model without gates.")
+@steps_options
 @click.option("--strength", type=float,
               help="Fixed regularisation strength λ (morph-net style) instead of the budget "
                    "controller; the final structure still respects --budget.")

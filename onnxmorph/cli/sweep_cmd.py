@@ -8,7 +8,12 @@ import json
 
 import click
 
-from onnxmorph.cli.options import input_shape_option, json_option, training_options
+from onnxmorph.cli.options import (
+    input_shape_option,
+    json_option,
+    steps_options,
+    training_options,
+)
 from onnxmorph.cli.table import format_count, render_table
 from onnxmorph.methods.registry import method_names
 
@@ -39,14 +44,11 @@ def _numbers(kind):
 @click.option("--target", default="flops", show_default=True,
               help="The cost the budgets apply to and the front is drawn on, as in prune.")
 @training_options
-@click.option("--steps", type=int, default=250, show_default=True,
-              help="Structure-learning steps per run.")
-@click.option("--finetune-steps", type=int, default=250, show_default=True,
-              help="Fine-tuning steps per run.")
+@steps_options
 # The rest default to what prune does (None: not passed on).
 @click.option("--strength", type=float, help="As in prune.")
 @click.option("--alive-threshold", type=float, help="As in prune.")
-@click.option("--round-to", type=int, help="As in prune.")
+@click.option("--round-to", metavar="auto|N", help="As in prune (default auto).")
 @click.option("--min-channels", type=int, help="As in prune.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="As in prune (repeatable).")
 @click.option("--address", metavar="HOST:PORT",
@@ -61,7 +63,7 @@ def sweep(model: str, outdir: str, budgets: list[float], seeds: list[int] | None
           learning_rate: float, optimizer: str,
           workdir: str | None, log: str | None, seed: int, device: str, steps: int,
           finetune_steps: int, strength: float | None, alive_threshold: float | None,
-          round_to: int | None, min_channels: int | None, exclude: tuple[str, ...],
+          round_to: str | None, min_channels: int | None, exclude: tuple[str, ...],
           address: str | None,
           threads_per_run: int, input_shapes: tuple[str, ...], as_json: bool,
           **more_training) -> None:
