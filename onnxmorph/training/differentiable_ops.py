@@ -255,7 +255,25 @@ def make_differentiable(
         graph.initializer.extend(emitter.inits)
     del graph.node[:]
     graph.node.extend(new_nodes)
+    _expose_layer_norm_statistics(graph, taken)
     return out
+
+
+def _expose_layer_norm_statistics(graph: onnx.GraphProto, taken: set[str]) -> None:
+    """ORT builds LayerNormalization's gradient from its optional Mean and InvStdDev outputs;
+    exported models leave them out, so the training copy names them (nothing reads them)."""
+    for node in graph.node:
+        if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+            continue
+        while len(node.output) < 3:
+            node.output.append("")
+        for index in (1, 2):
+            if not node.output[index]:
+                name, suffix = f"{node.output[0]}__{CONST_PREFIX}_stat", 0
+                while f"{name}{suffix}" in taken:
+                    suffix += 1
+                taken.add(f"{name}{suffix}")
+                node.output[index] = f"{name}{suffix}"
 
 
 def _lacks_gradient(node: onnx.NodeProto) -> bool:
