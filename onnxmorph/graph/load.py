@@ -64,17 +64,40 @@ def load_model(
     else:
         source = str(model)
         proto = read_model_file(model)
+    try:
+        return _normalized(proto, input_shapes, source)
+    except UnicodeDecodeError as exc:
+        # protobuf parses strings lazily: a damaged name fails wherever it is first read.
+        raise UnsupportedModelError(
+            f"the model holds a name that is not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}); the file is damaged — re-export the model") from exc
+
+
+def _normalized(proto: onnx.ModelProto, input_shapes, source: str | None) -> LoadedModel:
     proto = normalize_opset(proto)
     clear_negative_dims(proto)
     try:
         onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (onnx.checker.ValidationError, TypeError) as exc:
+        # Damaged names can make the checker raise TypeError, not ValidationError.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnsupportedModelError(f"the model is not valid ONNX: {first}") from exc
+    _check_initializer_data(proto)
     resolved = resolve_input_shapes(proto, input_shapes or {})
     shapes = _fold_until_stable(proto, resolved)
     _check_outputs_known(proto, shapes)
     return LoadedModel(model=proto, shapes=shapes, input_shapes=resolved, source=source)
+
+
+def _check_initializer_data(proto: onnx.ModelProto) -> None:
+    """The checker accepts an initializer whose data does not fill its dims; numpy does not."""
+    for init in proto.graph.initializer:
+        try:
+            numpy_helper.to_array(init)
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"initializer '{init.name}' does not hold the data its dims {list(init.dims)} "
+                "need; the file is damaged or was written wrongly — re-export the model") from exc
 
 
 def _fold_until_stable(proto: onnx.ModelProto, resolved) -> dict[str, tuple[int, ...]]:

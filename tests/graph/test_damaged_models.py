@@ -1,0 +1,39 @@
+"""Damaged files that pass protobuf parsing: one clear error, never an internal one
+(cases found by tests/test_fuzz.py's longer run, benchmarks/RESULTS_fuzz.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxmorph.errors import UnsupportedModelError
+from onnxmorph.graph import load_model
+
+
+def _conv_model(weight: onnx.TensorProto, node_name: str = "conv") -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name=node_name)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_initializer_whose_data_does_not_fill_its_dims_is_refused():
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    weight.raw_data = weight.raw_data[:-8]  # two floats short
+    with pytest.raises(UnsupportedModelError, match="initializer 'w' does not hold the data"):
+        load_model(_conv_model(weight))
+
+
+@pytest.mark.parametrize("text", [b"Conv", b"g"])  # an op type, the graph's name
+def test_a_name_that_is_not_utf8_is_refused_in_one_line(text):
+    model = _conv_model(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"))
+    data = model.SerializeToString().replace(text, text[:-1] + b"\xc3", 1)
+    damaged = onnx.ModelProto()
+    damaged.ParseFromString(data)
+    with pytest.raises(UnsupportedModelError, match="UTF-8|not valid ONNX"):
+        load_model(damaged)
