@@ -73,19 +73,15 @@ class Method:
     needs_data: bool  # False: data, when given, only fine-tunes the pruned model
     select: Callable[[MethodInput], Selection]
     scores: Callable[[MethodInput], UnitScores] | None = None  # criteria only
-    # False when the returned model's weights were trained, so it no longer equals the seed
-    # with channels zeroed.
-    verifiable: bool = True
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, *, summary: str, needs_data: bool = False,
-                    verifiable: bool = True):
+def register_method(name: str, *, summary: str, needs_data: bool = False):
     """Decorator registering `select(MethodInput) -> Selection` as method `name`."""
     def decorate(select: Callable[[MethodInput], Selection]):
-        _add(Method(name, summary, needs_data, select, verifiable=verifiable))
+        _add(Method(name, summary, needs_data, select))
         return select
     return decorate
 
