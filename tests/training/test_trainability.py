@@ -121,6 +121,20 @@ def test_a_native_crash_in_the_worker_is_one_error_line():
     assert run_isolated(lambda: {"value": 3}, "a result") == {"value": 3}
 
 
+def test_a_worker_that_dies_once_is_retried(tmp_path):
+    """A fork can die from runtime state inherited from the parent; only a repeatable death
+    is the model's fault."""
+    marker = tmp_path / "died_once"
+
+    def dies_the_first_time():
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return "second try"
+
+    assert run_isolated(dies_the_first_time, "a flaky step") == "second try"
+
+
 def test_finetune_finds_weights_kept_in_constant_nodes(loader, tmp_path):
     from click.testing import CliRunner
 
