@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxmorph.errors import OnnxMorphError, UnsupportedModelError
+from onnxmorph.errors import UnsupportedModelError
 from onnxmorph.graph.fold_constants import fold_constants
 from onnxmorph.graph.isolated import ShapeInferenceWorker
 from onnxmorph.graph.model_file import read_model_file
@@ -140,7 +140,3 @@ def _check_outputs_known(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
             f"could not infer the shape of output '{missing[0]}'; give every input's shape "
             "with --input-shape NAME=1x3x224x224"
         )
-
-
-def is_onnxmorph_error(exc: BaseException) -> bool:
-    return isinstance(exc, OnnxMorphError)
