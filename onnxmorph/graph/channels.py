@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxmorph.graph.handlers import Coupling, Fresh, Layout, NodeContext, handler_for
+from onnxmorph.graph.handlers.attention import tie_split_heads
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.graph.quantized import constant_values
@@ -77,6 +78,7 @@ class _Driver:
         self.groups = UnionFind()  # over the same ids: merged when units or layers merge
         self.layouts: dict[str, Layout] = {}
         self.pins: list[tuple[np.ndarray, str]] = []
+        self.head_splits: list[np.ndarray] = []
         self._opset = default_opset(loaded.model, 13)
         self.constants = constant_values(loaded)  # initializers and quantized weights
 
@@ -118,6 +120,7 @@ class _Driver:
             self.units.union_arrays(a, b)
             self.groups.union_arrays(a, b)
         self.pins.extend(coupling.pins)
+        self.head_splits.extend(coupling.head_splits)
         for name, out in zip(node.output, coupling.outputs):
             if not name or out is None:
                 continue
@@ -133,6 +136,7 @@ class _Driver:
         return Layout((fresh.axis,), np.tile(ids, fresh.tile))
 
     def _finish(self) -> ChannelAnalysis:
+        tie_split_heads(self.units, self.groups, self.head_splits)
         unit_roots = self.units.roots()
         roots, unit_of_id = np.unique(unit_roots, return_inverse=True)
         group_roots = self.groups.roots()[roots]

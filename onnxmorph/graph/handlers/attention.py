@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmorph.graph.handlers.base import Coupling, Fresh, Layout, NodeContext, register
+from onnxmorph.graph.handlers.reshape import head_ties
+from onnxmorph.graph.union_find import UnionFind
 
 _ROLES_A = ("batch", "rows", "contracted")  # A: [..., M, K]
 _ROLES_B = ("batch", "contracted", "cols")  # B: [..., K, N]
@@ -80,3 +82,26 @@ def expand(ctx: NodeContext) -> Coupling:
     if any(shape[a] != out[a + shift] for a in layout.axes):
         return ctx.boundary(f"Expand '{ctx.name}' broadcasts along a channel axis")
     return ctx.passthrough(Layout(tuple(a + shift for a in layout.axes), layout.ids))
+
+
+def tie_split_heads(units: UnionFind, groups: UnionFind, splits: list[np.ndarray]) -> None:
+    """Make the keep mask of every head split rectangular, once all other ties are known.
+
+    A feature axis split as [..., A, D] is either A heads of D channels (each head one unit)
+    or nn.MultiheadAttention's [3, E] q/k/v rows (channel e of q, k and v one unit, heads
+    cut later). The attention MatMuls already tied the right way: rows that are each one
+    unit (heads) or columns equal across rows (q/k/v) need nothing more. Only a split that
+    neither made rectangular gets head ties, so a 3-head model is not mistaken for a fused
+    projection and a fused projection's q, k and v heads are not merged into one unit.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for ids in splits:
+            roots = np.vectorize(units.find, otypes=[np.int64])(ids.reshape(-1, ids.shape[-1]))
+            if (roots == roots[:, :1]).all() or (roots == roots[:1]).all():
+                continue
+            for a, b in head_ties(ids):
+                units.union_arrays(a, b)
+                groups.union_arrays(a, b)
+            changed = True

@@ -53,6 +53,9 @@ class Coupling:
     outputs: list[OutputLayout]
     unify: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     pins: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    # Ids [..., D] of a feature axis split into heads or into q/k/v rows: each innermost row
+    # becomes one unit unless later ties already make the keep mask rectangular.
+    head_splits: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,10 @@ def reshape(ctx: NodeContext) -> Coupling:
     if ids.shape == layout.ids.shape:
         pass  # the same channel axes, only moved (an added or removed unit axis): no new tie
     elif ids.ndim > 1 and _splits_last_axis(layout, in_shape, varying, spread.shape):
-        unify = head_ties(ids)
+        # Heads ([B, T, H, D]) or MultiheadAttention's q/k/v rows ([T, B, 3, E]) look alike
+        # here; the attention MatMuls downstream tell them apart (see head_splits).
+        return Coupling(outputs=[Layout(tuple(out_start + a for a in varying), ids)],
+                        head_splits=[ids])
     elif ids.ndim > 1:
         # A channel axis split in several (channel shuffle): slicing needs a rectangular keep
         # mask, so an index of the innermost axis is tied across every outer position.
@@ -48,11 +51,7 @@ def _splits_last_axis(layout: Layout, in_shape: tuple[int, ...], varying: list[i
                       spread_shape: tuple[int, ...]) -> bool:
     """A channels-last feature axis split into trailing axes ([B, T, H·D] → [B, T, H, D]):
     the attention-head split, where one head (the innermost vector) is one unit."""
-    if layout.axes != (len(in_shape) - 1,) or varying[-1] != len(spread_shape) - 1:
-        return False
-    # PyTorch's MultiheadAttention unflattens its fused projection to [3, E] (q, k, v) before
-    # the head split: there channel e of q, k and v is one unit until heads tie them.
-    return not (len(varying) == 2 and spread_shape[varying[0]] == 3)
+    return layout.axes == (len(in_shape) - 1,) and varying[-1] == len(spread_shape) - 1
 
 
 def head_ties(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
