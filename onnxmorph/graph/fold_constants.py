@@ -14,7 +14,12 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxmorph.graph.onnx_utils import get_attribute, is_default_domain, opset_versions
+from onnxmorph.graph.onnx_utils import (
+    get_attribute,
+    is_default_domain,
+    opset_versions,
+    remove_attribute,
+)
 
 # Only ops that are pure functions of their inputs are folded: never random or stateful ops,
 # and never QuantizeLinear/DequantizeLinear, whose int8 weights must stay quantized.
@@ -107,8 +112,9 @@ def _batch_free_target(node, known, other, shapes, other_shapes, new_inits) -> N
     source, other_source = shapes.get(node.input[0]), other_shapes.get(node.input[0])
     if target is None or alternative is None or source is None or other_source is None:
         return
+    allowzero = get_attribute(node, "allowzero", 0)
     if target.shape != alternative.shape or _same(target, alternative) \
-            or get_attribute(node, "allowzero", 0):
+            or (allowzero and (0 in target.tolist() or 0 in alternative.tolist())):
         return
     fixed = target.copy()
     for axis in np.flatnonzero(target != alternative).tolist():
@@ -121,6 +127,8 @@ def _batch_free_target(node, known, other, shapes, other_shapes, new_inits) -> N
         fixed[varying[0]] = -1  # the batch merged into one axis: the only one left to infer
     elif varying:
         return
+    if allowzero:  # the dynamo exporter sets it; without zeros in the target it means nothing
+        remove_attribute(node, "allowzero")
     name = f"{node.input[1]}__any_batch_{len(new_inits)}"
     known[name] = other[name] = fixed
     node.input[1] = name

@@ -17,6 +17,7 @@ from onnxmorph.graph.opset import normalize_opset
 from onnxmorph.graph.shapes import (
     clear_negative_dims,
     dynamic_batch_inputs,
+    dynamic_sequence_axes,
     infer_static_shapes,
     parse_input_shapes,
     resolve_input_shapes,
@@ -105,17 +106,38 @@ def _fold_until_stable(proto: onnx.ModelProto, resolved) -> dict[str, tuple[int,
 
     Values are computed at the analysis batch and at a second one: what differs depends on
     the batch and stays computed at run time, so the model still runs at any batch size.
+    A dynamic sequence length stays dynamic the same way (values also computed one token
+    shorter), unless the model computes at one length only (a TorchScript export of
+    nn.MultiheadAttention bakes the key length in): then it is folded at the given length.
     """
+    if dynamic_sequence_axes(proto):
+        trial = onnx.ModelProto()
+        trial.CopyFrom(proto)
+        shapes = _fold_rounds(trial, resolved, vary_sequences=True)
+        if shapes is not None:
+            proto.CopyFrom(trial)
+            return shapes
+    return _fold_rounds(proto, resolved, vary_sequences=False)
+
+
+def _fold_rounds(proto: onnx.ModelProto, resolved,
+                 vary_sequences: bool) -> dict[str, tuple[int, ...]] | None:
     dynamic = set(dynamic_batch_inputs(proto))
     other = {name: (dims[0] + _OTHER_BATCH_STEP, *dims[1:]) if name in dynamic else dims
              for name, dims in resolved.items()}
+    if vary_sequences:
+        sequences = dynamic_sequence_axes(proto)
+        other = {name: tuple(d - 1 if a in sequences.get(name, ()) and d > 1 else d
+                             for a, d in enumerate(dims)) for name, dims in other.items()}
     batch_dependent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with ShapeInferenceWorker() as worker:
         for _ in range(_MAX_FOLD_ROUNDS):
             shapes = infer_static_shapes(proto, resolved, _at(batch_dependent, 0), worker)
             other_shapes = None
-            if dynamic:
+            if dynamic or vary_sequences:
                 other_shapes = _shapes_or_none(proto, other, _at(batch_dependent, 1), worker)
+                if other_shapes is None and vary_sequences:
+                    return None
             if not fold_constants(proto, shapes, other_shapes, batch_dependent):
                 return shapes
         return infer_static_shapes(proto, resolved, _at(batch_dependent, 0), worker)

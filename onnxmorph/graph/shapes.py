@@ -51,6 +51,19 @@ def dynamic_batch_inputs(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def dynamic_sequence_axes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Non-batch axes the file leaves open on inputs of rank 2 or 3 (token ids [B, T],
+    features [B, T, F]): sequence lengths, which a transformer export computes with."""
+    axes: dict[str, list[int]] = {}
+    for inp in graph_inputs(model):
+        dims = inp.type.tensor_type.shape.dim
+        open_axes = [a for a, d in enumerate(dims) if a > 0
+                     and not (d.HasField("dim_value") and d.dim_value > 0)]
+        if len(dims) in (2, 3) and open_axes:
+            axes[inp.name] = open_axes
+    return axes
+
+
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {i.name for i in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in inits]

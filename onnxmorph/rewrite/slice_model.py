@@ -51,10 +51,12 @@ def slice_channels(
     writer = _ConstantWriter(model.graph, loaded.initializers,
                              quantized_constants(loaded.model, loaded.initializers))
     constants = constant_values(loaded)
+    producers = {name: node for node in model.graph.node for name in node.output}
     for node in model.graph.node:
         apply_rule(SliceContext(
             node=node, keep=keep, layouts=layouts, shapes=loaded.shapes, new_shapes=new_shapes,
             constants=constants, set_constant=writer.set, select_constant=writer.select,
+            producers=producers,
         ))
     writer.finish()
     _replace_dead_branches(model.graph, branches, keep, layouts, loaded.shapes)

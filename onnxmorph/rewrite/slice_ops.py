@@ -8,7 +8,7 @@ the same selection slices an int8 weight and its per-axis scale and zero point."
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -31,6 +31,7 @@ class SliceContext:
     constants: dict[str, np.ndarray]
     set_constant: Callable[[onnx.NodeProto, int, np.ndarray], None]
     select_constant: Callable[[onnx.NodeProto, int, Selection], None]
+    producers: dict[str, onnx.NodeProto] = field(default_factory=dict)  # tensor → its node
 
     def mask(self, tensor: str) -> np.ndarray | None:
         return self.keep.get(tensor)
@@ -174,6 +175,8 @@ def gather(ctx: SliceContext) -> None:
 def reshape(ctx: SliceContext) -> None:
     out = ctx.node.output[0]
     target = ctx.const(1)
+    if out in ctx.keep and target is None:
+        concat_target_constants(ctx)
     if out not in ctx.keep or target is None:
         return
     new_shape, old_shape = ctx.new_shapes[out], ctx.shapes[out]
@@ -183,6 +186,30 @@ def reshape(ctx: SliceContext) -> None:
         if old != new and updated[axis] not in (0, -1):
             updated[axis] = new
     ctx.set_constant(ctx.node, 1, updated)
+
+
+def concat_target_constants(ctx: SliceContext) -> None:
+    """A target computed at run time as Concat(Shape entries, constants) — the dynamo
+    exporter's [B, H, T, D] with B and T read from the input: rewrite the constant entries
+    whose axis pruning shrinks (a head count). Anything else stays, and verify judges it."""
+    out = ctx.node.output[0]
+    concat = ctx.producers.get(ctx.node.input[1])
+    if concat is None or concat.op_type != "Concat":
+        return
+    new_shape, old_shape = ctx.new_shapes[out], ctx.shapes[out]
+    position = 0
+    for index, name in enumerate(concat.input):
+        length = ctx.shapes.get(name, (0,))[0] if len(ctx.shapes.get(name, ())) == 1 else None
+        if length is None:
+            return  # a part of unknown length: positions after it are unknown
+        value = ctx.constants.get(name)
+        if value is not None:
+            axes = range(position, position + length)
+            updated = np.array([new_shape[a] if value.ravel()[i] == old_shape[a] != new_shape[a]
+                                else value.ravel()[i] for i, a in enumerate(axes)],
+                               dtype=value.dtype).reshape(value.shape)
+            ctx.set_constant(concat, index, updated)
+        position += length
 
 
 @rule("Resize")

@@ -67,6 +67,15 @@ def _per_head(layout: Layout, head_axis: int) -> np.ndarray:
     return ids.reshape(ids.shape[0], -1)
 
 
+def reads_head_shape(ctx: NodeContext) -> bool:
+    """A Shape of a tensor split into heads ([B, H, T, D], channels on two axes): exporters
+    read it only to reshape that same tensor (torch.onnx's SDPA merges B·H to transpose K and
+    splits it back with the H it reads), so a pruned head count read at run time stays right;
+    `verify` checks the pruned model at two batch sizes either way."""
+    layout = ctx.in_layouts[0]
+    return ctx.node.op_type == "Shape" and layout is not None and len(layout.axes) >= 2
+
+
 @register("Expand")
 def expand(ctx: NodeContext) -> Coupling:
     """A broadcast to a bigger shape: channels stay where they are (aligned from the right).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxmorph.graph.handlers.attention import reads_head_shape
 from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext, register, single_axis
 
 
@@ -123,6 +124,8 @@ def transpose(ctx: NodeContext) -> Coupling:
 
 @register("Shape", "Size")
 def shape_reader(ctx: NodeContext) -> Coupling:
+    if reads_head_shape(ctx):
+        return Coupling(outputs=[None] * len(ctx.out_shapes))
     # A run-time Shape lets the graph compute with the channel count; pruning would change it.
     coupling = ctx.boundary(f"its shape is read at run time by {ctx.node.op_type} '{ctx.name}'")
     return Coupling(outputs=[None] * len(ctx.out_shapes), pins=coupling.pins)
