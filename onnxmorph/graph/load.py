@@ -138,7 +138,11 @@ def _fold_rounds(proto: onnx.ModelProto, resolved,
                 other_shapes = _shapes_or_none(proto, other, _at(batch_dependent, 1), worker)
                 if other_shapes is None and vary_sequences:
                     return None
-            if not fold_constants(proto, shapes, other_shapes, batch_dependent):
+            known = set(batch_dependent)
+            # Batch-dependent values found this round (Range(0, batch)) let inference see
+            # further: infer once more with them before stopping.
+            if not fold_constants(proto, shapes, other_shapes, batch_dependent) \
+                    and set(batch_dependent) <= known:
                 return shapes
         return infer_static_shapes(proto, resolved, _at(batch_dependent, 0), worker)
 
