@@ -14,10 +14,15 @@ import math
 
 import onnx
 
+from onnxmorph.graph.contrib_ops import contrib_cost
+
 
 def activation_matmul_cost(builder, node: onnx.NodeProto) -> bool:
-    """Add the MACs of a MatMul without a constant operand to `builder`; False if `node` is not
-    one or its shapes are unknown (then the generic rule decides)."""
+    """Add the MACs of a MatMul without a constant operand, or of onnxruntime's fused
+    attention ops, to `builder`; False if `node` is neither or its shapes are unknown (then
+    the generic rule decides)."""
+    if contrib_cost(builder, node):
+        return True
     if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
         return False
     if any(name in builder.values for name in node.input):

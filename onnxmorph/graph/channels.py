@@ -133,7 +133,7 @@ class _Driver:
         self.groups.union_arrays(ids[:1].repeat(len(ids)), ids)
         if fresh.pinned:
             self.pins.append((ids, fresh.pinned))
-        return Layout((fresh.axis,), np.tile(ids, fresh.tile))
+        return Layout((fresh.axis,), np.tile(np.repeat(ids, fresh.repeat), fresh.tile))
 
     def _finish(self) -> ChannelAnalysis:
         tie_split_heads(self.units, self.groups, self.head_splits)

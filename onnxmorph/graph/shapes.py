@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from onnxmorph.errors import OnnxMorphError, ShapeResolutionError, UnsupportedModelError
+from onnxmorph.graph.contrib_ops import set_contrib_shapes
 from onnxmorph.graph.isolated import ShapeInferenceWorker, infer_shapes_isolated
 
 _SHAPE_ARG = re.compile(r"^(?P<name>.+)=(?P<dims>\d+(x\d+)*)$")
@@ -192,13 +193,9 @@ def infer_static_shapes(
     """
     model = with_static_inputs(shape_skeleton(model, values), input_shapes)
     infer = worker.infer if worker is not None else infer_shapes_isolated
-    try:
-        inferred = infer(model, strict_mode=True, data_prop=True)
-    except OnnxMorphError:
-        raise
-    except Exception as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {first}") from exc
+    inferred = _inferred(infer, model)
+    while set_contrib_shapes(model, inferred):  # com.microsoft ops, one more each round
+        inferred = _inferred(infer, model)
     shapes: dict[str, tuple[int, ...]] = {}
     graph = inferred.graph
     for info in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -213,6 +210,16 @@ def infer_static_shapes(
     for name, value in (values or {}).items():
         shapes[name] = tuple(value.shape)
     return shapes
+
+
+def _inferred(infer, model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return infer(model, strict_mode=True, data_prop=True)
+    except OnnxMorphError:
+        raise
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {first}") from exc
 
 
 def elem_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -212,6 +212,28 @@ def concat_target_constants(ctx: SliceContext) -> None:
         position += length
 
 
+@rule("Attention")
+def contrib_attention(ctx: SliceContext) -> None:
+    """com.microsoft Attention: a removed head's D columns go from each of the q, k and v
+    parts of the packed weight and bias, and num_heads counts the heads left."""
+    mask = ctx.mask(ctx.node.output[0])
+    if ctx.node.domain != "com.microsoft" or mask is None or mask.all():
+        return
+    packed = np.tile(mask.ravel(), 3)
+    ctx.select(1, {1: packed})
+    if ctx.const(2) is not None:
+        ctx.select(2, {0: packed})
+    head_dim = mask.size // int(ctx.attr("num_heads"))
+    ctx.set_attr("num_heads", int(mask.sum()) // head_dim)
+
+
+@rule("BiasGelu", "FastGelu")
+def contrib_bias_gelu(ctx: SliceContext) -> None:
+    mask = ctx.mask(ctx.node.output[0])
+    if ctx.node.domain == "com.microsoft" and mask is not None and ctx.const(1) is not None:
+        ctx.select(1, {0: mask.ravel()})
+
+
 @rule("Resize")
 def resize(ctx: SliceContext) -> None:
     sizes = ctx.const(3)

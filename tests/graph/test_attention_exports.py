@@ -1,7 +1,8 @@
 """Real PyTorch exports (tests/fixtures/transformers, made by make_transformers.py with torch
 2.14): torchvision's VisionTransformer and Swin, an nn.TransformerEncoder text classifier, a
 Hugging Face-style BERT and a custom block with F.scaled_dot_product_attention and 3 heads,
-by the TorchScript exporter at opsets 14 and 17 and by the dynamo exporter (opset 17 or 18).
+by the TorchScript exporter at opsets 14 and 17 and by the dynamo exporter (opset 17 or 18),
+and the HF BERT after onnxruntime's transformer optimizer (com.microsoft Attention etc.).
 
 Each block's heads are one group of H units and its MLP hidden units another; MACs equal a
 count by hand from the architecture (architectures.py) for any alive heads and units; the L1
@@ -25,8 +26,8 @@ from tests.rewrite._support import assert_close, assert_differs, keep_masks, run
 HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "transformers")
 EXPORTS = ["vit_op14_ts", "vit_op17_ts", "vit_op17_dynamo", "vit_op18_dynamo",
            "bert_op14_ts", "bert_op17_ts", "bert_op18_dynamo", "hfbert_op14_ts",
-           "hfbert_op17_ts", "sdpa_op14_ts", "sdpa_op17_ts", "sdpa_op18_dynamo",
-           "swin_op17_ts", "swin_op18_dynamo"]
+           "hfbert_op17_ts", "hfbert_op17_contrib", "sdpa_op14_ts", "sdpa_op17_ts",
+           "sdpa_op18_dynamo", "swin_op17_ts", "swin_op18_dynamo"]
 HF_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TOKENS = FIXTURE["bert"]["tokens"]
 
@@ -151,3 +152,73 @@ def test_l1_half_matches_the_zeroed_seed_at_two_batches_and_lengths(name):
             checked += 1
     if family(name) in ("hfbert", "sdpa") or name == "bert_op18_dynamo":
         assert checked == 4, "this export has a dynamic sequence axis"
+
+
+_LOADERS = {
+    "image": """
+import numpy as np
+rng = np.random.default_rng(0)
+X = rng.standard_normal((128, 3, 16, 16)).astype(np.float32)
+Y = (X[:, 0].mean(axis=(1, 2)) > 0).astype(np.int64) + 2 * (X[:, 1, :8].mean(axis=(1, 2)) > 0)
+def train_batches():
+    for i in range(0, 128, 16):
+        yield X[i:i + 16], Y[i:i + 16]
+def eval_batches():
+    yield X[:32], Y[:32]
+""",
+    "tokens": """
+import numpy as np
+rng = np.random.default_rng(0)
+ids = rng.integers(0, 30, (128, 8))
+Y = (ids[:, 0] % 4).astype(np.int64)
+def _feeds(s):
+    return {"input_ids": ids[s], "attention_mask": np.ones_like(ids[s]),
+            "token_type_ids": np.zeros_like(ids[s])}
+def train_batches():
+    for i in range(0, 128, 16):
+        yield _feeds(slice(i, i + 16)), Y[i:i + 16]
+def eval_batches():
+    yield _feeds(slice(0, 32)), Y[:32]
+""",
+}
+
+
+@pytest.mark.parametrize("name,data", [("vit_op17_ts", "image"), ("hfbert_op17_ts", "tokens")])
+def test_gates_learn_head_counts_of_a_real_export(tmp_path, name, data):
+    loader = tmp_path / "loader.py"
+    loader.write_text(_LOADERS[data])
+    result = onnxmorph.prune(path(name), method="gates", data=str(loader), budget=0.5,
+                             round_to=1, input_shapes=input_shapes(name),
+                             training={"steps": 30, "finetune_steps": 10})
+    heads, mlps = heads_and_mlps(result.analysis, name)
+    kept_heads = [int(result.alive[g.units].sum()) for g in heads]
+    kept_mlp = [int(result.alive[g.units].sum()) for g in mlps]
+    assert min(kept_heads) < config(name)["heads"]  # one gate per head: whole heads went
+    kind = "bert" if family(name) == "hfbert" else family(name)
+    pruned_macs = macs(kind, config(name), heads=kept_heads, mlp=kept_mlp)
+    assert analyze(result.model, input_shapes(name)).macs == pruned_macs
+    assert pruned_macs <= 0.5 * result.analysis.macs
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_contrib_attention_loses_whole_heads_of_its_packed_weight():
+    name = "hfbert_op17_contrib"
+    analysis = analyze(path(name), input_shapes(name))
+    reasons = {g.reason for g in analysis.groups if not g.prunable}
+    assert "com.microsoft SkipLayerNormalization 'SkipLayerNorm_AddBias_0' normalises across " \
+           "channels" in reasons
+    heads, _ = heads_and_mlps(analysis, name)
+    alive = analysis.all_alive().astype(bool)
+    alive[heads[0].units[[0, 2]]] = False  # heads 0 and 2 of the first Attention
+    from onnxmorph.rewrite import slice_channels
+
+    pruned = slice_channels(analysis, alive).model
+    node = next(n for n in pruned.graph.node if n.name == "Attention_0")
+    assert [a.i for a in node.attribute if a.name == "num_heads"] == [2]
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    seed = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(path(name)).graph.initializer}
+    # Heads 1 and 3 (D = 4) of each of q, k, v stay, in order.
+    kept = [part * 16 + head * 4 + d for part in range(3) for head in (1, 3) for d in range(4)]
+    np.testing.assert_array_equal(values[node.input[1]], seed[node.input[1]][:, kept])
+    np.testing.assert_array_equal(values[node.input[2]], seed[node.input[2]][kept])
+    assert analyze(pruned, input_shapes(name)).macs == macs("bert", config(name), heads=[2, 4])

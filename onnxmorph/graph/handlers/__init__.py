@@ -6,6 +6,7 @@ the module of its kind (or a new module imported here) and one test.
 
 from onnxmorph.graph.handlers import (
     attention,
+    contrib,
     conv,
     elementwise,
     linear,
@@ -27,5 +28,5 @@ from onnxmorph.graph.handlers.base import (
 __all__ = [
     "Coupling", "Fresh", "Layout", "NodeContext", "handler_for", "register",
     "registered_op_types", "attention", "conv", "elementwise", "linear", "quantize", "reshape",
-    "spatial", "structure",
+    "spatial", "structure", "contrib",
 ]

@@ -41,6 +41,7 @@ class Fresh:
     count: int
     tile: int = 1
     pinned: str | None = None
+    repeat: int = 1  # channels per unit, side by side (a head's D channels)
 
 
 OutputLayout = Layout | Fresh | None
@@ -118,7 +119,23 @@ def register(*op_types: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+_CONTRIB_REGISTRY: dict[str, Handler] = {}
+
+
+def register_contrib(*op_types: str) -> Callable[[Handler], Handler]:
+    """Register a handler for onnxruntime's com.microsoft ops."""
+
+    def decorate(handler: Handler) -> Handler:
+        for op_type in op_types:
+            _CONTRIB_REGISTRY[op_type] = handler
+        return handler
+
+    return decorate
+
+
 def handler_for(node: onnx.NodeProto) -> Handler | None:
+    if node.domain == "com.microsoft":
+        return _CONTRIB_REGISTRY.get(node.op_type)
     if not is_default_domain(node):
         return None
     return _REGISTRY.get(node.op_type)

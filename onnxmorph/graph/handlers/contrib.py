@@ -1,0 +1,54 @@
+"""onnxruntime's fused transformer ops (com.microsoft, see graph/contrib_ops.py).
+
+Attention's output [B, T, H·D] is the heads' context: H new units of D channels each, whose
+removal slices the q, k and v columns of the packed weight and bias and lowers num_heads.
+BiasGelu and FastGelu keep the channels (their bias is sliced with them). The LayerNorm
+fusions and the embedding lookup mix or make the residual stream: boundaries, with reasons.
+"""
+
+from __future__ import annotations
+
+from onnxmorph.graph.contrib_ops import attention_hidden
+from onnxmorph.graph.handlers.base import Coupling, Fresh, NodeContext, register_contrib
+
+
+@register_contrib("Attention")
+def attention(ctx: NodeContext) -> Coupling:
+    layout, out = ctx.in_layouts[0], ctx.out_shapes[0]
+    heads = int(ctx.attr("num_heads", 0))
+    shapes = {n: s for n, s in zip(ctx.node.input, ctx.in_shapes) if s is not None}
+    hidden = attention_hidden(ctx.node, shapes)
+    if out is None or heads <= 0 or hidden is None or hidden % heads or ctx.attr(
+            "qkv_hidden_sizes") or len(ctx.node.input) > 4 and any(ctx.node.input[4:]):
+        return ctx.boundary(f"com.microsoft Attention '{ctx.name}' has a layout onnxmorph "
+                            "does not slice (qkv_hidden_sizes, past state or bias inputs)")
+    reason = (f"com.microsoft Attention '{ctx.name}' reads all of its input channels "
+              "(the packed QKV weight's rows are not pruned)")
+    pins = [(layout.ids, reason)] if layout is not None else []
+    return Coupling(outputs=[Fresh(axis=len(out) - 1, count=heads, repeat=hidden // heads)]
+                    + [None] * (len(ctx.out_shapes) - 1), pins=pins)
+
+
+@register_contrib("BiasGelu", "FastGelu", "Gelu", "QuickGelu")
+def gelu(ctx: NodeContext) -> Coupling:
+    layout, shape = ctx.in_layouts[0], ctx.in_shapes[0]
+    if layout is None or shape is None or layout.axes != (len(shape) - 1,):
+        return ctx.boundary(f"com.microsoft {ctx.node.op_type} '{ctx.name}' has channels off "
+                            "its last axis")
+    return ctx.passthrough()
+
+
+@register_contrib("SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
+                  "SimplifiedLayerNormalization", "EmbedLayerNormalization")
+def normalisation(ctx: NodeContext) -> Coupling:
+    """LayerNorm over the channels (of x + skip, or of the embeddings): they stay, on the
+    last axis, so the Linear layers after it still make prunable units."""
+    reason = f"com.microsoft {ctx.node.op_type} '{ctx.name}' normalises across channels"
+    pins = [(layout.ids, reason) for layout in ctx.in_layouts if layout is not None]
+    outputs = []
+    for index, shape in enumerate(ctx.out_shapes):
+        carries = shape and index in (0, 2, 3) and not (
+            ctx.node.op_type == "EmbedLayerNormalization" and index == 1)
+        outputs.append(Fresh(axis=len(shape) - 1, count=shape[-1], pinned=reason)
+                       if carries else None)
+    return Coupling(outputs=outputs, pins=pins)
