@@ -75,3 +75,25 @@ def test_attention_macs_are_counted_per_head():
     by_layer = analysis.cost.macs.by_layer()
     # QKᵀ and AV: H · T² · D each at batch 1.
     assert by_layer["attn0_qk"] == by_layer["attn0_av"] == 4 * 7 * 7 * 4
+
+
+@pytest.mark.parametrize("qkv", MODES)
+def test_three_heads_are_three_units_not_a_fused_qkv(qkv):
+    """A [B, T, 3·D] → [B, T, 3, D] head split looks like nn.MultiheadAttention's [3, E]
+    q/k/v unflatten; the attention MatMuls decide: each head stays one unit of its own."""
+    import onnxmorph
+
+    seed = encoder_model(qkv=qkv, heads=3, embed=12)
+    analysis = analyze(seed)
+    heads, mlps = _heads_and_mlps(analysis)
+    assert [g.channels for g in heads] == [3, 3] and [g.channels for g in mlps] == [24, 24]
+    assert analysis.macs == independent_macs(heads=3, embed=12)
+    alive = analysis.all_alive()
+    alive[heads[0].units[1]] = 0.0
+    assert analysis.cost.macs(alive) == independent_macs(heads=3, embed=12,
+                                                         alive_heads=[2, 3])
+    result = onnxmorph.prune(seed, method="l1", budget=0.5, round_to=1)
+    kept = [int(result.alive[g.units].sum()) for g in heads]
+    assert min(kept) < 3 and analyze(result.model).macs == independent_macs(
+        heads=3, embed=12, alive_heads=kept,
+        alive_hidden=[int(result.alive[g.units].sum()) for g in mlps])
