@@ -3,9 +3,10 @@ writes them: output shapes (ONNX shape inference does not know them), MACs and p
 
 Attention reads [B, T, E_in] with a packed weight [E_in, 3·H·D] (q | k | v columns), a bias
 [3·H·D] and `num_heads`, and writes the heads' context [B, T, H·D] (the output projection is
-an ordinary MatMul after it). BiasGelu / FastGelu add a per-channel bias and apply GELU;
-SkipLayerNormalization is LayerNorm(x + skip + bias); EmbedLayerNormalization is the word,
-position and segment lookup plus LayerNorm. Other com.microsoft ops stay unknown.
+an ordinary MatMul after it). MultiHeadAttention reads Q, K, V already projected ([B, T, H·D]
+each, packed bias [3·H·D]) and writes the same context. BiasGelu / FastGelu add a
+per-channel bias and apply GELU; SkipLayerNormalization is LayerNorm(x + skip + bias);
+EmbedLayerNormalization is the word, position and segment lookup plus LayerNorm. Other com.microsoft ops stay unknown.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def contrib_output_shapes(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...
     if node.op_type == "Attention":
         hidden = attention_hidden(node, shapes)
         return [] if hidden is None else [(node.output[0], (*x[:-1], hidden), dtype)]
+    if node.op_type == "MultiHeadAttention" and len(node.input) > 2 \
+            and len(shapes.get(node.input[2], ())) == 3:
+        return [(node.output[0], (*x[:-1], shapes[node.input[2]][-1]), dtype)]
     if node.op_type == "EmbedLayerNormalization" and len(node.input) > 2 \
             and node.input[2] in shapes:
         embed = shapes[node.input[2]][-1]
@@ -100,6 +104,16 @@ def contrib_cost(builder, node: onnx.NodeProto) -> bool:
         builder.add("macs", name, 0.0, builder.constant_form())
         if node.op_type in ("BiasGelu", "FastGelu") and len(node.input) > 1 and out_shape:
             _per_output_channel(builder, node.input[1], name, out, out_shape, 1.0)
+        return True
+    if node.op_type == "MultiHeadAttention" and out_shape is not None:
+        keys = builder.loaded.shapes.get(node.input[1]) if len(node.input) > 1 else None
+        if keys is None or len(keys) != 3:
+            return False
+        # Q, K and V come projected: per alive channel its share of QKᵀ and AV.
+        builder.add("macs", name, 2 * out_shape[0] * out_shape[1] * keys[1],
+                    builder.form(out, out_shape[-1]))
+        if len(node.input) > 3 and node.input[3]:
+            _per_output_channel(builder, node.input[3], name, out, out_shape, 3.0)
         return True
     if node.op_type != "Attention" or out_shape is None:
         return False

@@ -227,6 +227,19 @@ def contrib_attention(ctx: SliceContext) -> None:
     ctx.set_attr("num_heads", int(mask.sum()) // head_dim)
 
 
+@rule("MultiHeadAttention")
+def contrib_multi_head_attention(ctx: SliceContext) -> None:
+    """com.microsoft MultiHeadAttention: its packed bias [3·H·D] and num_heads (Q, K and V
+    are sliced by the projections that make them)."""
+    mask = ctx.mask(ctx.node.output[0])
+    if ctx.node.domain != "com.microsoft" or mask is None or mask.all():
+        return
+    if ctx.const(3) is not None:
+        ctx.select(3, {0: np.tile(mask.ravel(), 3)})
+    head_dim = mask.size // int(ctx.attr("num_heads"))
+    ctx.set_attr("num_heads", int(mask.sum()) // head_dim)
+
+
 @rule("BiasGelu", "FastGelu")
 def contrib_bias_gelu(ctx: SliceContext) -> None:
     mask = ctx.mask(ctx.node.output[0])

@@ -2,7 +2,8 @@
 2.14): torchvision's VisionTransformer and Swin, an nn.TransformerEncoder text classifier, a
 Hugging Face-style BERT and a custom block with F.scaled_dot_product_attention and 3 heads,
 by the TorchScript exporter at opsets 14 and 17 and by the dynamo exporter (opset 17 or 18),
-and the HF BERT after onnxruntime's transformer optimizer (com.microsoft Attention etc.).
+and the HF BERT after onnxruntime's transformer optimizer (com.microsoft Attention with a
+packed QKV weight, or MultiHeadAttention; BiasGelu, SkipLayerNormalization, ...).
 
 Each block's heads are one group of H units and its MLP hidden units another; MACs equal a
 count by hand from the architecture (architectures.py) for any alive heads and units; the L1
@@ -26,7 +27,8 @@ from tests.rewrite._support import assert_close, assert_differs, keep_masks, run
 HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "transformers")
 EXPORTS = ["vit_op14_ts", "vit_op17_ts", "vit_op17_dynamo", "vit_op18_dynamo",
            "bert_op14_ts", "bert_op17_ts", "bert_op18_dynamo", "hfbert_op14_ts",
-           "hfbert_op17_ts", "hfbert_op17_contrib", "sdpa_op14_ts", "sdpa_op17_ts",
+           "hfbert_op17_ts", "hfbert_op17_contrib", "hfbert_op17_mha", "sdpa_op14_ts",
+           "sdpa_op17_ts",
            "sdpa_op18_dynamo", "swin_op17_ts", "swin_op18_dynamo"]
 HF_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TOKENS = FIXTURE["bert"]["tokens"]
@@ -222,3 +224,19 @@ def test_contrib_attention_loses_whole_heads_of_its_packed_weight():
     np.testing.assert_array_equal(values[node.input[1]], seed[node.input[1]][:, kept])
     np.testing.assert_array_equal(values[node.input[2]], seed[node.input[2]][kept])
     assert analyze(pruned, input_shapes(name)).macs == macs("bert", config(name), heads=[2, 4])
+
+
+def test_contrib_multi_head_attention_loses_whole_heads():
+    name = "hfbert_op17_mha"
+    analysis = analyze(path(name), input_shapes(name))
+    heads, _ = heads_and_mlps(analysis, name)
+    alive = analysis.all_alive().astype(bool)
+    alive[heads[1].units[3]] = False  # the last head of the second layer
+    from onnxmorph.rewrite import slice_channels
+
+    pruned = slice_channels(analysis, alive).model
+    node = next(n for n in pruned.graph.node if n.name == "Attention_1")
+    assert [a.i for a in node.attribute if a.name == "num_heads"] == [3]
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    assert values[node.input[3]].shape == (3 * 12,)  # the packed bias: 3 heads of q, k, v
+    assert analyze(pruned, input_shapes(name)).macs == macs("bert", config(name), heads=[4, 3])

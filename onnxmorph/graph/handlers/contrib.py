@@ -1,12 +1,15 @@
 """onnxruntime's fused transformer ops (com.microsoft, see graph/contrib_ops.py).
 
 Attention's output [B, T, H·D] is the heads' context: H new units of D channels each, whose
-removal slices the q, k and v columns of the packed weight and bias and lowers num_heads.
+removal slices the q, k and v columns of the packed weight and bias and lowers num_heads;
+MultiHeadAttention ties head h of its separately projected Q, K and V into one unit.
 BiasGelu and FastGelu keep the channels (their bias is sliced with them). The LayerNorm
 fusions and the embedding lookup mix or make the residual stream: boundaries, with reasons.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from onnxmorph.graph.contrib_ops import attention_hidden
 from onnxmorph.graph.handlers.base import Coupling, Fresh, NodeContext, register_contrib
@@ -27,6 +30,25 @@ def attention(ctx: NodeContext) -> Coupling:
     pins = [(layout.ids, reason)] if layout is not None else []
     return Coupling(outputs=[Fresh(axis=len(out) - 1, count=heads, repeat=hidden // heads)]
                     + [None] * (len(ctx.out_shapes) - 1), pins=pins)
+
+
+@register_contrib("MultiHeadAttention")
+def multi_head_attention(ctx: NodeContext) -> Coupling:
+    """Q, K, V projected apart ([B, T, H·D]): head h of each is one unit, the output's too."""
+    heads = int(ctx.attr("num_heads", 0))
+    parts = ctx.in_layouts[:3]
+    shapes = ctx.in_shapes[:3]
+    if heads <= 0 or len(parts) < 3 or any(
+            layout is None or shape is None or len(shape) != 3
+            or layout.axes != (2,) or layout.size != parts[0].size
+            for layout, shape in zip(parts, shapes)) \
+            or parts[0].size % heads or any(ctx.node.input[5:]):
+        return ctx.boundary(f"com.microsoft MultiHeadAttention '{ctx.name}' has a layout "
+                            "onnxmorph does not slice (packed or cached K/V, unequal widths)")
+    per_head = [layout.ids.reshape(heads, -1) for layout in parts]
+    first = per_head[0][:, :1]
+    unify = [(np.repeat(first, ids.shape[1], axis=1), ids) for ids in per_head]
+    return Coupling(outputs=[parts[2]] + [None] * (len(ctx.out_shapes) - 1), unify=unify)
 
 
 @register_contrib("BiasGelu", "FastGelu", "Gelu", "QuickGelu")
