@@ -6,7 +6,8 @@ Attention reads [B, T, E_in] with a packed weight [E_in, 3·H·D] (q | k | v col
 an ordinary MatMul after it). MultiHeadAttention reads Q, K, V already projected ([B, T, H·D]
 each, packed bias [3·H·D]) and writes the same context. BiasGelu / FastGelu add a
 per-channel bias and apply GELU; SkipLayerNormalization is LayerNorm(x + skip + bias);
-EmbedLayerNormalization is the word, position and segment lookup plus LayerNorm. Other com.microsoft ops stay unknown.
+EmbedLayerNormalization is the word, position and segment lookup plus LayerNorm. Other
+com.microsoft ops stay unknown.
 """
 
 from __future__ import annotations
