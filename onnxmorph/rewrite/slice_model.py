@@ -15,7 +15,7 @@ from onnxmorph.graph.fold_constants import remove_unused_initializers
 from onnxmorph.graph.handlers.base import Layout
 from onnxmorph.graph.quantized import QuantizedConstant, constant_values, quantized_constants
 from onnxmorph.rewrite.dead_branches import DeadBranch, plan_dead_branches, remove_unused_nodes
-from onnxmorph.rewrite.slice_ops import SliceContext, apply_rule
+from onnxmorph.rewrite.slice_ops import SliceContext, apply_rule, unshare_concat_targets
 
 # Metadata key under which the pruned model records what was removed, so `verify` can zero
 # exactly those channels in the seed.
@@ -48,6 +48,7 @@ def slice_channels(
         new_shapes[name] = _new_shape(loaded.shapes[name], layouts[name], mask)
     model = onnx.ModelProto()
     model.CopyFrom(loaded.model)
+    unshare_concat_targets(model.graph, keep)  # before the writer counts constant users
     writer = _ConstantWriter(model.graph, loaded.initializers,
                              quantized_constants(loaded.model, loaded.initializers))
     constants = constant_values(loaded)

@@ -188,6 +188,31 @@ def reshape(ctx: SliceContext) -> None:
     ctx.set_constant(ctx.node, 1, updated)
 
 
+def unshare_concat_targets(graph: onnx.GraphProto, keep: dict[str, np.ndarray]) -> None:
+    """Give every Reshape that pruning reshapes its own copy of a Concat-built target: the
+    dynamo exporter computes one [B, H, T, D] for all layers, whose head counts now differ."""
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    producers = {out: node for node in graph.node for out in node.output}
+    for node in list(graph.node):
+        if node.op_type != "Reshape" or node.output[0] not in keep or len(node.input) < 2:
+            continue
+        concat = producers.get(node.input[1])
+        if concat is None or concat.op_type != "Concat" or users.get(node.input[1], 0) < 2:
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(concat)
+        copy.name = f"{concat.name or concat.output[0]}__{node.name or node.output[0]}"
+        copy.output[0] = f"{concat.output[0]}__{node.name or node.output[0]}"
+        users[node.input[1]] -= 1
+        node.input[1] = copy.output[0]
+        position = next(i for i, n in enumerate(graph.node)
+                        if n.output and n.output[0] == concat.output[0])
+        graph.node.insert(position + 1, copy)
+
+
 def concat_target_constants(ctx: SliceContext) -> None:
     """A target computed at run time as Concat(Shape entries, constants) — the dynamo
     exporter's [B, H, T, D] with B and T read from the input: rewrite the constant entries

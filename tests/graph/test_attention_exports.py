@@ -240,3 +240,22 @@ def test_contrib_multi_head_attention_loses_whole_heads():
     values = {i.name: onnx.numpy_helper.to_array(i) for i in pruned.graph.initializer}
     assert values[node.input[3]].shape == (3 * 12,)  # the packed bias: 3 heads of q, k, v
     assert analyze(pruned, input_shapes(name)).macs == macs("bert", config(name), heads=[4, 3])
+
+
+def test_dynamo_shared_head_target_takes_each_layers_head_count():
+    """The dynamo exporter builds one Concat(B, H, T, D) target for every layer's K/V view:
+    layers that keep different head counts each get their own copy."""
+    from onnxmorph.rewrite import slice_channels
+
+    name = "bert_op18_dynamo"
+    analysis = analyze(path(name), input_shapes(name))
+    heads, _ = heads_and_mlps(analysis, name)
+    alive = analysis.all_alive().astype(bool)
+    alive[heads[0].units[:3]] = False  # layer 0 keeps 1 head, layer 1 all 4
+    pruned = slice_channels(analysis, alive).model
+    zeroed = zero_removed_channels(onnx.load(path(name)), analysis.channels.layouts,
+                                   analysis.loaded.shapes, keep_masks(analysis, alive))
+    for batch, tokens in ((1, TOKENS), (3, TOKENS - 3)):
+        batch_feeds = feeds(name, batch, tokens, seed=batch)
+        assert_close(run(pruned, batch_feeds), _zeroed_outputs(zeroed, batch_feeds),
+                     f"batch {batch}, T {tokens}")
