@@ -106,28 +106,19 @@ class NodeContext:
 Handler = Callable[[NodeContext], Coupling]
 
 _REGISTRY: dict[str, Handler] = {}
+_CONTRIB_REGISTRY: dict[str, Handler] = {}  # onnxruntime's com.microsoft ops
 
 
-def register(*op_types: str) -> Callable[[Handler], Handler]:
-    """Register a handler for ONNX op types of the default domain."""
-
-    def decorate(handler: Handler) -> Handler:
-        for op_type in op_types:
-            _REGISTRY[op_type] = handler
-        return handler
-
-    return decorate
-
-
-_CONTRIB_REGISTRY: dict[str, Handler] = {}
-
-
-def register_contrib(*op_types: str) -> Callable[[Handler], Handler]:
-    """Register a handler for onnxruntime's com.microsoft ops."""
+def register(*op_types: str, domain: str = "") -> Callable[[Handler], Handler]:
+    """Register a handler for ONNX op types of the default domain (or of `domain`
+    "com.microsoft")."""
+    if domain not in ("", "com.microsoft"):
+        raise ValueError(f"no handler registry for domain '{domain}'")
+    registry = _CONTRIB_REGISTRY if domain == "com.microsoft" else _REGISTRY
 
     def decorate(handler: Handler) -> Handler:
         for op_type in op_types:
-            _CONTRIB_REGISTRY[op_type] = handler
+            registry[op_type] = handler
         return handler
 
     return decorate

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxmorph.graph.contrib_ops import attention_hidden
-from onnxmorph.graph.handlers.base import Coupling, Fresh, NodeContext, register_contrib
+from onnxmorph.graph.contrib_ops import CONTRIB, attention_hidden
+from onnxmorph.graph.handlers.base import Coupling, Fresh, NodeContext, register
 
 
-@register_contrib("Attention")
+@register("Attention", domain=CONTRIB)
 def attention(ctx: NodeContext) -> Coupling:
     layout, out = ctx.in_layouts[0], ctx.out_shapes[0]
     heads = int(ctx.attr("num_heads", 0))
@@ -32,7 +32,7 @@ def attention(ctx: NodeContext) -> Coupling:
                     + [None] * (len(ctx.out_shapes) - 1), pins=pins)
 
 
-@register_contrib("MultiHeadAttention")
+@register("MultiHeadAttention", domain=CONTRIB)
 def multi_head_attention(ctx: NodeContext) -> Coupling:
     """Q, K, V projected apart ([B, T, H·D]): head h of each is one unit, the output's too."""
     heads = int(ctx.attr("num_heads", 0))
@@ -51,7 +51,7 @@ def multi_head_attention(ctx: NodeContext) -> Coupling:
     return Coupling(outputs=[parts[2]] + [None] * (len(ctx.out_shapes) - 1), unify=unify)
 
 
-@register_contrib("BiasGelu", "FastGelu", "Gelu", "QuickGelu")
+@register("BiasGelu", "FastGelu", "Gelu", "QuickGelu", domain=CONTRIB)
 def gelu(ctx: NodeContext) -> Coupling:
     layout, shape = ctx.in_layouts[0], ctx.in_shapes[0]
     if layout is None or shape is None or layout.axes != (len(shape) - 1,):
@@ -60,17 +60,18 @@ def gelu(ctx: NodeContext) -> Coupling:
     return ctx.passthrough()
 
 
-@register_contrib("SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
-                  "SimplifiedLayerNormalization", "EmbedLayerNormalization")
+@register("SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
+          "SimplifiedLayerNormalization", "EmbedLayerNormalization", domain=CONTRIB)
 def normalisation(ctx: NodeContext) -> Coupling:
     """LayerNorm over the channels (of x + skip, or of the embeddings): they stay, on the
     last axis, so the Linear layers after it still make prunable units."""
     reason = f"com.microsoft {ctx.node.op_type} '{ctx.name}' normalises across channels"
     pins = [(layout.ids, reason) for layout in ctx.in_layouts if layout is not None]
-    outputs = []
-    for index, shape in enumerate(ctx.out_shapes):
-        carries = shape and index in (0, 2, 3) and not (
-            ctx.node.op_type == "EmbedLayerNormalization" and index == 1)
-        outputs.append(Fresh(axis=len(shape) - 1, count=shape[-1], pinned=reason)
-                       if carries else None)
+    # The normalised output, and the sum before normalising (Skip…'s output 3, Embed…'s 2);
+    # the others are statistics or the mask index.
+    embedding = ctx.node.op_type == "EmbedLayerNormalization"
+    carrying = (0, 2) if embedding else (0, 3)
+    outputs = [Fresh(axis=len(shape) - 1, count=shape[-1], pinned=reason)
+               if shape and index in carrying else None
+               for index, shape in enumerate(ctx.out_shapes)]
     return Coupling(outputs=outputs, pins=pins)
