@@ -66,6 +66,10 @@ def training_options(command):
                      help="Learning rate."),
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
                      show_default=True),
+        click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "one-cycle"]),
+                     default="cosine", show_default=True,
+                     help="Learning rate per step of each phase: cosine = 5 % linear warm-up, "
+                          "then cosine decay; one-cycle = up over 30 %, then down."),
         click.option("--workdir", type=click.Path(file_okay=False),
                      help="Keep checkpoints for --resume here (default: OUTPUT.onnxmorph-work "
                           "next to the output, removed when the command ends)."),

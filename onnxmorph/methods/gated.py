@@ -32,6 +32,7 @@ from onnxmorph.training.prepare import (
     training_copy,
 )
 from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.schedules import learning_rate
 from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
@@ -45,7 +46,8 @@ from onnxmorph.training.trainer import (
 
 _CONTROL_EVERY = 5  # steps between reading the gates back from the training session
 # Options that change what structure learning computes: --resume refuses other values.
-_RESUME_OPTIONS = ("steps", "learning_rate", "optimizer", "strength", "alive_threshold", "seed")
+_RESUME_OPTIONS = ("steps", "learning_rate", "optimizer", "strength", "alive_threshold", "seed",
+                   "lr_schedule")
 
 
 def learn_structure(
@@ -199,6 +201,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         for step in range(start, options.steps):
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
+            session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
+                                                    step, options.steps))
             before = gate_optimizer.snapshot(session)
             result = session.train_step(feeds, target_for(batch, loss, teacher),
                                         controller.lam)

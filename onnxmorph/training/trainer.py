@@ -23,6 +23,7 @@ from onnxmorph.training.evaluate import inference_session
 from onnxmorph.training.gates import GateSettings
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.schedules import DEFAULT_SCHEDULE, check_schedule, learning_rate
 from onnxmorph.training.session import TrainingSession, check_device, model_with_values
 
 LOSSES = ("auto", "cross-entropy", "mse", "distill")
@@ -50,6 +51,7 @@ class TrainOptions:
     log_started: bool = field(default=False, repr=False)
     log_offset: int | None = field(default=None, repr=False)
     device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
+    lr_schedule: str = DEFAULT_SCHEDULE  # training/schedules.py, in every training phase
 
     def __post_init__(self) -> None:
         check_device(self.device)  # before any work: a missing GPU is a one-line error
@@ -63,6 +65,7 @@ class TrainOptions:
             raise TrainingError("--alive-threshold must be between 0 and 1")
         if self.learning_rate <= 0:
             raise TrainingError("--lr must be positive")
+        check_schedule(self.lr_schedule)
         if self.checkpoint_every < 1:
             raise TrainingError("--checkpoint-every must be at least 1")
         if self.resume and not self.workdir:
@@ -147,7 +150,8 @@ def finetune(
     if steps == 0:
         return model
     fingerprint = {"model": model_digest(model), "loss": loss, "steps": steps, "label": label,
-                   "learning_rate": options.learning_rate, "optimizer": options.optimizer}
+                   "learning_rate": options.learning_rate, "optimizer": options.optimizer,
+                   "lr_schedule": options.lr_schedule}
     checkpoints = PhaseCheckpoints(options, "finetune", data, fingerprint)
     loaded = checkpoints.loaded
     log_offset = loaded.state.get("log_offset") if loaded else options.log_offset
@@ -175,8 +179,7 @@ def finetune(
             options.log_started = True
             for step in range(start, steps):
                 batch = next(batches)
-                # Cosine decay: fine-tuning ends at a small rate, so the last weights are stable.
-                rate = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / steps))
+                rate = learning_rate(options.lr_schedule, options.learning_rate, step, steps)
                 session.set_learning_rate(rate)
                 result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
                 log.write({"phase": "finetune", "step": step, "task_loss": result.task_loss,
