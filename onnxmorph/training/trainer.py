@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -23,6 +23,7 @@ from onnxmorph.training.evaluate import inference_session
 from onnxmorph.training.gates import GateSettings
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.ranger import OPTIMIZERS, RangerSettings, make_ranger
 from onnxmorph.training.schedules import DEFAULT_SCHEDULE, check_schedule, learning_rate
 from onnxmorph.training.session import TrainingSession, check_device, model_with_values
 
@@ -52,6 +53,8 @@ class TrainOptions:
     log_offset: int | None = field(default=None, repr=False)
     device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
     lr_schedule: str = DEFAULT_SCHEDULE  # training/schedules.py, in every training phase
+    # Hyper-parameters of optimizer="ranger" (training/ranger.py; a dict is accepted too).
+    ranger: RangerSettings = field(default_factory=RangerSettings)
 
     def __post_init__(self) -> None:
         check_device(self.device)  # before any work: a missing GPU is a one-line error
@@ -66,6 +69,11 @@ class TrainOptions:
         if self.learning_rate <= 0:
             raise TrainingError("--lr must be positive")
         check_schedule(self.lr_schedule)
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"unknown optimizer '{self.optimizer}'; use one of "
+                                f"{', '.join(OPTIMIZERS)}")
+        if isinstance(self.ranger, dict):
+            self.ranger = RangerSettings(**self.ranger)
         if self.checkpoint_every < 1:
             raise TrainingError("--checkpoint-every must be at least 1")
         if self.resume and not self.workdir:
@@ -151,7 +159,7 @@ def finetune(
         return model
     fingerprint = {"model": model_digest(model), "loss": loss, "steps": steps, "label": label,
                    "learning_rate": options.learning_rate, "optimizer": options.optimizer,
-                   "lr_schedule": options.lr_schedule}
+                   "lr_schedule": options.lr_schedule, "ranger": asdict(options.ranger)}
     checkpoints = PhaseCheckpoints(options, "finetune", data, fingerprint)
     loaded = checkpoints.loaded
     log_offset = loaded.state.get("log_offset") if loaded else options.log_offset
@@ -170,7 +178,8 @@ def finetune(
         )
         session = TrainingSession(paths, learning_rate=options.learning_rate,
                                   checkpoint=loaded.ort_path if loaded else None,
-                                  device=options.device, threads=options.threads)
+                                  device=options.device, threads=options.threads,
+                                  ranger=make_ranger(options, model, paths.trainable))
         batches = endless(data, checkpoints.resumed_batches())
         start = checkpoints.start
         with TrainingLog(options.log, append=options.log_started, resume_at=log_offset) as log, \
