@@ -68,10 +68,12 @@ def training_options(command):
                      default="adamw", show_default=True,
                      help="ranger: RAdam + Lookahead + gradient centralization, with the "
                           "defaults the README lists (Python API: TrainOptions.ranger)."),
-        click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "one-cycle"]),
-                     default="cosine", show_default=True,
+        click.option("--lr-schedule",
+                     type=click.Choice(["auto", "constant", "cosine", "one-cycle"]),
+                     default="auto", show_default=True,
                      help="Learning rate per step of each phase: cosine = 5 % linear warm-up, "
-                          "then cosine decay; one-cycle = up over 30 %, then down."),
+                          "then cosine decay; one-cycle = up over 30 %, then down; auto = "
+                          "constant in structure learning, cosine in fine-tuning."),
         click.option("--workdir", type=click.Path(file_okay=False),
                      help="Keep checkpoints for --resume here (default: OUTPUT.onnxmorph-work "
                           "next to the output, removed when the command ends)."),

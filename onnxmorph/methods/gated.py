@@ -206,7 +206,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
             session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
-                                                    step, options.steps))
+                                                    step, options.steps, phase="structure"))
             before = gate_optimizer.snapshot(session)
             result = session.train_step(feeds, target_for(batch, loss, teacher),
                                         controller.lam)

@@ -45,6 +45,16 @@ def test_finetune_with_ranger_changes_the_weights(loader, tmp_path):
     assert any(not np.allclose(seed[n], tuned[n]) for n in seed if n in tuned)
 
 
+def test_finetune_follows_the_cosine_schedule_by_default(loader, tmp_path):
+    log = tmp_path / "log.jsonl"
+    result = CliRunner().invoke(cli, ["finetune", RESNET, "--data", str(loader), "--steps", "3",
+                                      "--lr", "0.01", "--log", str(log), "--no-verify",
+                                      "-o", str(tmp_path / "t.onnx"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rates = [json.loads(line)["learning_rate"] for line in log.read_text().splitlines()]
+    assert rates == pytest.approx([learning_rate("cosine", 0.01, s, 3) for s in range(3)])
+
+
 def test_unknown_schedule_is_refused_by_the_cli(loader, tmp_path):
     result = CliRunner().invoke(cli, ["finetune", RESNET, "--data", str(loader),
                                       "--lr-schedule", "linear", "-o", str(tmp_path / "x.onnx")])

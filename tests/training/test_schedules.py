@@ -73,9 +73,18 @@ def test_bad_requests_are_refused(args, message):
 
 
 def test_train_options_refuse_an_unknown_schedule():
-    with pytest.raises(TrainingError, match="use one of constant, cosine, one-cycle"):
+    with pytest.raises(TrainingError, match="use one of auto, constant, cosine, one-cycle"):
         TrainOptions(lr_schedule="step")
     assert TrainOptions().lr_schedule in SCHEDULES
+
+
+def test_auto_is_constant_in_structure_learning_and_cosine_in_fine_tuning():
+    assert TrainOptions().lr_schedule == "auto"
+    for s in range(20):
+        assert learning_rate("auto", 0.1, s, 20, phase="structure") == 0.1
+        assert learning_rate("auto", 0.1, s, 20) == learning_rate("cosine", 0.1, s, 20)
+    with pytest.raises(TrainingError, match="unknown training phase 'warmup'"):
+        learning_rate("auto", 0.1, 0, 20, phase="warmup")
 
 
 # -- in the training loops ----------------------------------------------------------------------
@@ -132,6 +141,11 @@ def test_structure_learning_runs_each_step_at_the_scheduled_rate(tiny, monkeypat
     options = TrainOptions(steps=6, learning_rate=0.01, lr_schedule="constant", strength=0.0)
     _train_gates(gated, analysis, source, options, "cross-entropy", None, 0.5, "flops",
                  str(folder / "constant"))
+    assert seen[-6:] == [0.01] * 6
+    seen.clear()
+    options = TrainOptions(steps=6, learning_rate=0.01, strength=0.0)  # auto: constant here
+    _train_gates(gated, analysis, source, options, "cross-entropy", None, 0.5, "flops",
+                 str(folder / "auto"))
     assert seen[-6:] == [0.01] * 6
     seen.clear()
     options = TrainOptions(steps=6, learning_rate=0.01, lr_schedule="one-cycle", strength=0.0)
