@@ -76,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--finetune-steps", type=int, default=30, help="F, every method")
     parser.add_argument("--calibration-batches", type=int, default=8, help="C")
     parser.add_argument("--eval-batches", type=int, default=8, help="E")
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd", "ranger"])
+    parser.add_argument("--lr-schedule", default=None, help="default: TrainOptions' default")
     parser.add_argument("--sensitivity-method", default="taylor")
     parser.add_argument("--picture", default=str(ROOT / "benchmarks/sensitivity_resnet.png"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/RESULTS_criteria.md"))
@@ -86,7 +88,12 @@ def run_one(args, name: str, analysis, budget: float, seed: int, method: str,
             data: str) -> Run:
     run = Run(name, budget, seed, method)
     source = DataSource(data, model_input_specs(analysis.loaded.model))
-    training = {"steps": args.steps, "finetune_steps": args.finetune_steps, "seed": seed}
+    training = {"steps": args.steps, "finetune_steps": args.finetune_steps, "seed": seed,
+                "optimizer": args.optimizer}
+    if args.lr_schedule:
+        training["lr_schedule"] = args.lr_schedule
+    if getattr(args, "ranger", None):  # RangerSettings fields (bench_optimizers.py)
+        training["ranger"] = args.ranger
     try:
         start = time.perf_counter()
         if method == "gates":
@@ -109,7 +116,7 @@ def run_one(args, name: str, analysis, budget: float, seed: int, method: str,
             run.after_slice = evaluate(sliced.model, source,
                                        max_batches=args.eval_batches).accuracy
             start = time.perf_counter()
-            options = TrainOptions(finetune_steps=args.finetune_steps, seed=seed)
+            options = TrainOptions(**{**training, "steps": max(args.steps, 1)})
             final = finetune(sliced.model, source, options, "cross-entropy", None,
                              args.finetune_steps)
             run.wall_s = sliced_s + time.perf_counter() - start

@@ -112,6 +112,8 @@ def prune(
     data); "apoz", "activation" and "taylor" rank on `calibration_batches` batches of `data`;
     "auto" picks "gates" when data is given, else "l1". With data, the one-shot methods
     fine-tune the pruned model on it (`training["finetune_steps"]`). `METHODS` lists them all.
+    `training` takes TrainOptions' fields, e.g. {"optimizer": "ranger", "ranger": {...},
+    "lr_schedule": "one-cycle"} (onnxmorph/training/ranger.py, schedules.py).
 
     verify (on by default) checks the post-conditions of onnxmorph/rewrite/postconditions.py
     and raises PostconditionError if one fails; atol/rtol are verify's tolerances.

@@ -21,7 +21,7 @@ from onnxmorph.cli.options import check_ranges, training_options, verify_option
 def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
              loss: str, learning_rate: float, optimizer: str, workdir: str | None,
              resume: bool, checkpoint_every: int, quiet: bool, log: str | None, seed: int,
-             device: str, verify: bool) -> None:
+             device: str, lr_schedule: str, verify: bool) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
     from onnxmorph.graph.load import load_model
@@ -49,7 +49,8 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
     options = TrainOptions(steps=max(steps, 1), finetune_steps=steps, loss=loss,
                            learning_rate=learning_rate, optimizer=optimizer, workdir=folder,
                            seed=seed, log=log, progress=not quiet, resume=resume,
-                           checkpoint_every=checkpoint_every, device=device)
+                           checkpoint_every=checkpoint_every, device=device,
+                           lr_schedule=lr_schedule)
     proto = read_model_file(model)
     teacher_model = read_model_file(teacher) if teacher else proto
     check_same_inputs(proto, teacher_model, f"'{model}'", f"teacher '{teacher}'")

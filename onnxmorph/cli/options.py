@@ -64,8 +64,16 @@ def training_options(command):
                           "seed without labels."),
         click.option("--lr", "learning_rate", type=float, default=2e-3, show_default=True,
                      help="Learning rate."),
-        click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
-                     show_default=True),
+        click.option("--optimizer", type=click.Choice(["adamw", "sgd", "ranger"]),
+                     default="adamw", show_default=True,
+                     help="ranger: RAdam + Lookahead + gradient centralization, with the "
+                          "defaults the README lists (Python API: TrainOptions.ranger)."),
+        click.option("--lr-schedule",
+                     type=click.Choice(["auto", "constant", "cosine", "one-cycle"]),
+                     default="auto", show_default=True,
+                     help="Learning rate per step of each phase: cosine = 5 % linear warm-up, "
+                          "then cosine decay; one-cycle = up over 30 %, then down; auto = "
+                          "constant in structure learning, cosine in fine-tuning."),
         click.option("--workdir", type=click.Path(file_okay=False),
                      help="Keep checkpoints for --resume here (default: OUTPUT.onnxmorph-work "
                           "next to the output, removed when the command ends)."),

@@ -71,7 +71,8 @@ METHODS = ["auto", *method_names()]
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
           budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
           workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
-          log: str | None, seed: int, device: str, steps: int, finetune_steps: int,
+          log: str | None, seed: int, device: str, lr_schedule: str, steps: int,
+          finetune_steps: int,
           strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           latency_model: str | None, latency_table: str | None, latency_device: str,
@@ -104,7 +105,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                           learning_rate=learning_rate, optimizer=optimizer, loss=loss,
                           strength=strength, alive_threshold=alive_threshold, workdir=folder,
                           seed=seed, log=log, progress=not (as_json or quiet), resume=resume,
-                          checkpoint_every=checkpoint_every, device=device),
+                          checkpoint_every=checkpoint_every, device=device,
+                          lr_schedule=lr_schedule),
         )
         paths = result.save(out)
     report = result.report()

@@ -32,6 +32,8 @@ from onnxmorph.training.prepare import (
     training_copy,
 )
 from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.ranger import make_ranger
+from onnxmorph.training.schedules import learning_rate
 from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
@@ -45,7 +47,8 @@ from onnxmorph.training.trainer import (
 
 _CONTROL_EVERY = 5  # steps between reading the gates back from the training session
 # Options that change what structure learning computes: --resume refuses other values.
-_RESUME_OPTIONS = ("steps", "learning_rate", "optimizer", "strength", "alive_threshold", "seed")
+_RESUME_OPTIONS = ("steps", "learning_rate", "optimizer", "strength", "alive_threshold", "seed",
+                   "lr_schedule")
 
 
 def learn_structure(
@@ -146,6 +149,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     seed_cost = expr()
     fingerprint = {"model": model_digest(model), "loss": loss, "budget": budget,
                    "target": target, "gates": asdict(options.gates),
+                   "ranger": asdict(options.ranger),
                    **{k: getattr(options, k) for k in _RESUME_OPTIONS}}
     checkpoints = PhaseCheckpoints(options, "gates", source, fingerprint)
     loaded = checkpoints.loaded
@@ -165,7 +169,9 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     )
     session = TrainingSession(paths, learning_rate=options.learning_rate,
                               checkpoint=loaded.ort_path if loaded else None,
-                              device=options.device, threads=options.threads)
+                              device=options.device, threads=options.threads,
+                              ranger=make_ranger(options, model, paths.trainable,
+                                                 skip=gated.logit_names))
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     rng = np.random.default_rng(options.seed)
@@ -199,6 +205,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         for step in range(start, options.steps):
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
+            session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
+                                                    step, options.steps, phase="structure"))
             before = gate_optimizer.snapshot(session)
             result = session.train_step(feeds, target_for(batch, loss, teacher),
                                         controller.lam)

@@ -22,6 +22,7 @@ from onnxmorph.training.loss_graph import (
 from onnxmorph.training.ort_api import import_training_modules, native_stderr_captured
 from onnxmorph.training.parameters import batchnorm_running_stats, default_trainable
 from onnxmorph.training.prepare import check_differentiable, to_training_opset
+from onnxmorph.training.ranger import OPTIMIZERS
 
 _META = "onnxmorph_artifacts.json"
 MAX_IR_VERSION = 10  # ORT 1.19.2 loads IR <= 10
@@ -130,8 +131,9 @@ def build_training_artifacts(
     """
     if loss not in LOSS_KINDS:
         raise TrainingError(f"unknown loss {loss!r}; expected one of {', '.join(LOSS_KINDS)}")
-    if optimizer not in ("adamw", "sgd"):
-        raise TrainingError(f"unknown optimizer {optimizer!r}; expected 'adamw' or 'sgd'")
+    if optimizer not in OPTIMIZERS:
+        raise TrainingError(f"unknown optimizer {optimizer!r}; expected one of "
+                            f"{', '.join(OPTIMIZERS)}")
     prepared = _prepare(model)
     task_outputs = [output_name]
     if trainable is None:
@@ -226,7 +228,7 @@ def _generate(
     names = _additional_outputs(model, spec)
     if optimizer == "adamw":
         optim_block = onnxblock.optim.AdamW(weight_decay=weight_decay)
-    else:
+    else:  # ranger steps in numpy (training/ranger.py); ORT's SGD model is never stepped
         optim_block = onnxblock.optim.SGD()
     try:
         with native_stderr_captured() as native_log:

@@ -5,6 +5,7 @@ latest checkpoint in `step-NNNNNNN/`:
 
 - `ort.ckpt`: ORT's CheckpointState with the optimizer state (weights, gate logits, BN
   statistics, AdamW moments and step count);
+- `ort.ckpt.ranger.npz`: with `--optimizer ranger`, its moments, slow weights and step count;
 - `arrays.npz`: numpy state of our own (gate probabilities, the gate optimizer's momentum; the
   final parameters once the phase is done);
 - `state.json`: step, the phase's fingerprint, controller state, RNG state, the loader's call

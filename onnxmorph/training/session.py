@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from onnxmorph.errors import DataError, TrainingError
 from onnxmorph.training.artifacts import ArtifactPaths
 from onnxmorph.training.ort_api import import_training_modules
+from onnxmorph.training.ranger import Ranger
 
 DEVICES = ("cpu", "cuda")
 
@@ -60,10 +61,12 @@ class TrainingSession:
     """
 
     def __init__(self, paths: ArtifactPaths, learning_rate: float = 1e-3, device: str = "cpu",
-                 threads: int | None = None, checkpoint: str | None = None) -> None:
+                 threads: int | None = None, checkpoint: str | None = None,
+                 ranger: Ranger | None = None) -> None:
         """`checkpoint`: a state written by `save_checkpoint` (weights and optimizer state)
         to continue from, instead of the artifacts' initial one; `threads`: intra-op threads
-        (None: onnxruntime's default)."""
+        (None: onnxruntime's default); `ranger`: a numpy optimizer (training/ranger.py) that
+        takes the step instead of the artifacts' optimizer."""
         _, _, api = import_training_modules()
         self.paths = paths
         self._state = api.CheckpointState.load_checkpoint(checkpoint or paths.checkpoint)
@@ -80,6 +83,11 @@ class TrainingSession:
         self._optimizer = api.Optimizer(paths.optimizer_model, self._module)
         # Set the rate directly: api.LinearLRScheduler swaps warm-up and total steps (1.19.2).
         self._optimizer.set_learning_rate(learning_rate)
+        self.ranger = ranger
+        if ranger is not None:
+            ranger.learning_rate = float(learning_rate)
+            if checkpoint:
+                ranger.load(_ranger_path(checkpoint))
         self.step = 0
 
     # -- steps -------------------------------------------------------------------------------
@@ -99,7 +107,10 @@ class TrainingSession:
                 f"(task loss {result.task_loss}, cost {result.cost}); "
                 "lower the learning rate or check the data for NaN/inf"
             )
-        self._optimizer.step()
+        if self.ranger is not None:
+            self.ranger.step(self)
+        else:
+            self._optimizer.step()
         # Gradients accumulate in ORT's buffers until reset.
         self._module.lazy_reset_grad()
         self.step += 1
@@ -113,13 +124,19 @@ class TrainingSession:
         return self._result(self._run(inputs, target, lam))
 
     def set_learning_rate(self, learning_rate: float) -> None:
-        self._optimizer.set_learning_rate(float(learning_rate))
+        if self.ranger is not None:
+            self.ranger.learning_rate = float(learning_rate)
+        else:
+            self._optimizer.set_learning_rate(float(learning_rate))
 
     def save_checkpoint(self, path: str) -> None:
         """Weights, frozen parameters and the optimizer's state (AdamW moments and step
-        count) in ORT's checkpoint format; the learning rate is not kept."""
+        count) in ORT's checkpoint format; the learning rate is not kept. Ranger's state
+        goes next to it (`PATH.ranger.npz`)."""
         _, _, api = import_training_modules()
         api.CheckpointState.save_checkpoint(self._state, path, include_optimizer_state=True)
+        if self.ranger is not None:
+            self.ranger.save(_ranger_path(path))
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -198,6 +215,10 @@ class TrainingSession:
             cost=cost,
             output=outs[p.output_index],
         )
+
+
+def _ranger_path(checkpoint: str) -> str:
+    return f"{checkpoint}.ranger.npz"
 
 
 def _session_options(threads: int | None):

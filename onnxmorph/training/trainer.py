@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -23,6 +23,8 @@ from onnxmorph.training.evaluate import inference_session
 from onnxmorph.training.gates import GateSettings
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.ranger import OPTIMIZERS, RangerSettings, make_ranger
+from onnxmorph.training.schedules import DEFAULT_SCHEDULE, check_schedule, learning_rate
 from onnxmorph.training.session import TrainingSession, check_device, model_with_values
 
 LOSSES = ("auto", "cross-entropy", "mse", "distill")
@@ -50,6 +52,9 @@ class TrainOptions:
     log_started: bool = field(default=False, repr=False)
     log_offset: int | None = field(default=None, repr=False)
     device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
+    lr_schedule: str = DEFAULT_SCHEDULE  # training/schedules.py, in every training phase
+    # Hyper-parameters of optimizer="ranger" (training/ranger.py; a dict is accepted too).
+    ranger: RangerSettings = field(default_factory=RangerSettings)
 
     def __post_init__(self) -> None:
         check_device(self.device)  # before any work: a missing GPU is a one-line error
@@ -63,6 +68,12 @@ class TrainOptions:
             raise TrainingError("--alive-threshold must be between 0 and 1")
         if self.learning_rate <= 0:
             raise TrainingError("--lr must be positive")
+        check_schedule(self.lr_schedule)
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"unknown optimizer '{self.optimizer}'; use one of "
+                                f"{', '.join(OPTIMIZERS)}")
+        if isinstance(self.ranger, dict):
+            self.ranger = RangerSettings(**self.ranger)
         if self.checkpoint_every < 1:
             raise TrainingError("--checkpoint-every must be at least 1")
         if self.resume and not self.workdir:
@@ -147,7 +158,8 @@ def finetune(
     if steps == 0:
         return model
     fingerprint = {"model": model_digest(model), "loss": loss, "steps": steps, "label": label,
-                   "learning_rate": options.learning_rate, "optimizer": options.optimizer}
+                   "learning_rate": options.learning_rate, "optimizer": options.optimizer,
+                   "lr_schedule": options.lr_schedule, "ranger": asdict(options.ranger)}
     checkpoints = PhaseCheckpoints(options, "finetune", data, fingerprint)
     loaded = checkpoints.loaded
     log_offset = loaded.state.get("log_offset") if loaded else options.log_offset
@@ -166,7 +178,8 @@ def finetune(
         )
         session = TrainingSession(paths, learning_rate=options.learning_rate,
                                   checkpoint=loaded.ort_path if loaded else None,
-                                  device=options.device, threads=options.threads)
+                                  device=options.device, threads=options.threads,
+                                  ranger=make_ranger(options, model, paths.trainable))
         batches = endless(data, checkpoints.resumed_batches())
         start = checkpoints.start
         with TrainingLog(options.log, append=options.log_started, resume_at=log_offset) as log, \
@@ -175,8 +188,7 @@ def finetune(
             options.log_started = True
             for step in range(start, steps):
                 batch = next(batches)
-                # Cosine decay: fine-tuning ends at a small rate, so the last weights are stable.
-                rate = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / steps))
+                rate = learning_rate(options.lr_schedule, options.learning_rate, step, steps)
                 session.set_learning_rate(rate)
                 result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
                 log.write({"phase": "finetune", "step": step, "task_loss": result.task_loss,
