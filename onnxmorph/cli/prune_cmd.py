@@ -80,7 +80,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
-    from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
+    from onnxmorph.training.checkpoint import check_resume, checkpointed_run, default_workdir
 
     # MODEL's whole stem: "a.v2.onnx" → "a.v2.pruned.onnx", and never the input itself.
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".pruned.onnx")
@@ -88,6 +88,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
+    check_resume(resume, method, data, steps, finetune_steps)
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,
