@@ -110,7 +110,7 @@ def sensitivity(
 ) -> SensitivityReport:
     """Evaluate the seed with each prunable group thinned by each fraction, one at a time."""
     from onnxmorph.rewrite import slice_channels
-    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.data import DataSource
     from onnxmorph.training.evaluate import evaluate
 
     fractions = [float(f) for f in fractions]
@@ -126,7 +126,7 @@ def sensitivity(
                           calibration_batches=calibration_batches)
     ranked = unit_scores(chosen, request)
     seed = analysis.loaded.model
-    source = DataSource(data, model_input_specs(seed))
+    source = DataSource.for_model(data, seed, analysis.loaded.shapes)
     base = evaluate(seed, source, reference=seed, max_batches=eval_batches)
     metric = "accuracy" if base.accuracy is not None else "agreement"
     expr, seed_macs = analysis.cost.expr("flops"), analysis.macs

@@ -92,17 +92,17 @@ def _normalized(proto: onnx.ModelProto, input_shapes, source: str | None) -> Loa
 
 def _check_text_fields(message) -> None:
     """protobuf hands a string field that is not UTF-8 back as bytes, which fails far away."""
-    for field, value in message.ListFields():
-        if field.type == field.TYPE_MESSAGE:
-            for item in _values(field, value):
+    for descriptor, value in message.ListFields():
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            for item in _values(descriptor, value):
                 _check_text_fields(item)
-        elif field.type == field.TYPE_STRING:
-            for item in _values(field, value):
+        elif descriptor.type == descriptor.TYPE_STRING:
+            for item in _values(descriptor, value):
                 if isinstance(item, bytes):
+                    where = f"{descriptor.containing_type.name}.{descriptor.name}"
                     raise UnsupportedModelError(
-                        f"the model holds a {field.containing_type.name}.{field.name} that is "
-                        f"not UTF-8 text ({item[:40]!r}); the file is damaged — re-export the "
-                        "model")
+                        f"the model holds a {where} that is not UTF-8 text ({item[:40]!r}); "
+                        "the file is damaged — re-export the model")
 
 
 def _values(field, value) -> list:

@@ -185,7 +185,6 @@ def default_workdir(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".onnxmorph-work")
 
 
-@contextlib.contextmanager
 def check_resume(resume: bool, method: str, data: str | None, steps: int,
                  finetune_steps: int) -> None:
     """--resume where nothing trains (no --data, or no steps to run) would be ignored."""
@@ -200,6 +199,7 @@ def check_resume(resume: bool, method: str, data: str | None, steps: int,
                             "--finetune-steps 0 trains nothing; drop --resume")
 
 
+@contextlib.contextmanager
 def checkpointed_run(workdir: str | os.PathLike, params: dict, resume: bool, owned: bool):
     """Around a command that trains: checks --resume against the recorded arguments (`params`,
     the command's options; those that do not change the result are left out), removes the
