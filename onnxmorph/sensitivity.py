@@ -107,6 +107,7 @@ def sensitivity(
     exclude: tuple[str, ...] | list[str] = (),
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
     eval_batches: int | None = None,
+    allow_uncounted: bool = False,
 ) -> SensitivityReport:
     """Evaluate the seed with each prunable group thinned by each fraction, one at a time."""
     from onnxmorph.rewrite import slice_channels
@@ -120,7 +121,7 @@ def sensitivity(
         raise PruningError("--eval-batches must be at least 1")
     start = time.perf_counter()
     chosen = get_method(method)
-    analysis = analyze(model, input_shapes)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     rules = SelectionRules(exclude=tuple(exclude))
     request = MethodInput(analysis=analysis, rules=rules, data=data,
                           calibration_batches=calibration_batches)
