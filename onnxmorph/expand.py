@@ -49,7 +49,7 @@ def expand(
     budget: float | None = None, target: str = "flops", round_to: int | str = "auto",
     min_channels: int = 1, input_shapes: dict[str, tuple[int, ...]] | None = None,
     seed: int = 0, verify: bool = True, atol: float | None = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float = DEFAULT_RTOL, allow_uncounted: bool = False,
 ) -> ExpandResult:
     """Scale every prunable group by `width`, or by the largest width whose `target` cost is
     at most `budget` × the model's own cost (budget may exceed 1 to grow).
@@ -66,7 +66,7 @@ def expand(
     if budget is not None and not 0 < budget < math.inf:
         raise PruningError(f"budget {budget} must be a positive number")
     check_tolerances(atol, rtol)
-    analysis = analyze(model, input_shapes)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
@@ -75,7 +75,8 @@ def expand(
     if budget is not None:
         width = _width_for_budget(analysis, budget * expr(), target, rules, seed)
     scaled = _scaled(analysis, width, rules, seed)
-    after = analyze(scaled.model, analysis.loaded.input_shapes)
+    after = analyze(scaled.model, analysis.loaded.input_shapes,
+                    allow_uncounted=allow_uncounted)
     report = {
         "width": width, "target": target,
         "seed": {"macs": int(round(analysis.macs)), "params": int(round(analysis.params))},
@@ -119,7 +120,9 @@ def _width_for_budget(analysis: Analysis, limit: float, target: str, rules: Sele
         if width <= 1:
             return analysis.cost.expr(target)(uniform_width(analysis, width, rules))
         grown = _scaled(analysis, width, rules, seed).model
-        return analyze(grown, analysis.loaded.input_shapes).cost.expr(target)()
+        # The seed's analysis passed: its uncounted nodes were allowed, so are the copies'.
+        return analyze(grown, analysis.loaded.input_shapes,
+                       allow_uncounted=bool(analysis.uncounted)).cost.expr(target)()
 
     low, high = 0.0, _MAX_WIDTH
     if cost(high) <= limit:

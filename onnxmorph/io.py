@@ -33,6 +33,10 @@ class OutputPathError(OnnxMorphError):
     """An output path cannot be written, or would overwrite one of the inputs."""
 
 
+class OutputWriteError(OutputPathError):
+    """Writing the result failed (disk full, file-size limit): the environment, not a bug."""
+
+
 def check_output_path(path: str | os.PathLike,
                       inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
     """Refuse, before any work, an output that cannot be written or that is one of `inputs`
@@ -121,6 +125,7 @@ def write_file_set(files: dict[Path, Content]) -> list[Path]:
     that returns False (nothing to write, e.g. no matplotlib) is skipped.
     """
     temporaries: dict[Path, Path] = {}
+    path = None
     with deferred_signals():
         try:
             for path, content in files.items():
@@ -135,6 +140,10 @@ def write_file_set(files: dict[Path, Content]) -> list[Path]:
                     tmp.write_bytes(content)
                 os.chmod(tmp, file_mode())
             _commit(temporaries)
+        except OSError as exc:  # disk full, a file-size limit (ulimit -f), a quota
+            raise OutputWriteError(
+                f"could not write '{path}': {exc.strerror or exc}; nothing was written or "
+                "replaced — free space (or raise the limit) and run again") from exc
         finally:
             for tmp in temporaries.values():
                 tmp.unlink(missing_ok=True)

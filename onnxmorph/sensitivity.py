@@ -107,10 +107,11 @@ def sensitivity(
     exclude: tuple[str, ...] | list[str] = (),
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
     eval_batches: int | None = None,
+    allow_uncounted: bool = False,
 ) -> SensitivityReport:
     """Evaluate the seed with each prunable group thinned by each fraction, one at a time."""
     from onnxmorph.rewrite import slice_channels
-    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.data import DataSource
     from onnxmorph.training.evaluate import evaluate
 
     fractions = [float(f) for f in fractions]
@@ -120,13 +121,13 @@ def sensitivity(
         raise PruningError("--eval-batches must be at least 1")
     start = time.perf_counter()
     chosen = get_method(method)
-    analysis = analyze(model, input_shapes)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     rules = SelectionRules(exclude=tuple(exclude))
     request = MethodInput(analysis=analysis, rules=rules, data=data,
                           calibration_batches=calibration_batches)
     ranked = unit_scores(chosen, request)
     seed = analysis.loaded.model
-    source = DataSource(data, model_input_specs(seed))
+    source = DataSource.for_model(data, seed, analysis.loaded.shapes)
     base = evaluate(seed, source, reference=seed, max_batches=eval_batches)
     metric = "accuracy" if base.accuracy is not None else "agreement"
     expr, seed_macs = analysis.cost.expr("flops"), analysis.macs

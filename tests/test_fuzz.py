@@ -12,13 +12,18 @@ import collections
 from tests.fuzz_cases import KINDS, outcome_of, run_cases
 
 CASES = 40
+# Cases of the longer run that once went wrong (benchmarks/RESULTS_fuzz.md): a node name that
+# is not UTF-8 (432), seeds that run only at batch 1 though their batch is dynamic (the rest).
+REGRESSIONS = [152, 248, 354, 432, 740]
 
 
 def test_mutated_models_fail_cleanly_or_give_checked_models():
-    results = run_cases(list(range(CASES)), seed=0, case_timeout=60.0)
-    assert sorted(r["case"] for r in results) == list(range(CASES))
+    indices = list(range(CASES)) + REGRESSIONS
+    results = run_cases(indices, seed=0, case_timeout=60.0)
+    assert sorted(r["case"] for r in results) == indices
     outcomes = collections.Counter(outcome_of(r) for r in results)
-    acceptable = ("ok", "refused", "caught by post-conditions")
+    # A slice the post-conditions catch is a bug found late: none is expected any more.
+    acceptable = ("ok", "refused")
     bad = [r for r in results if outcome_of(r) not in acceptable]
     assert not bad, (outcomes, bad[:3])
     # The cases exercise every mutation, and some survive to a written, re-checked model.

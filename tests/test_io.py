@@ -55,9 +55,28 @@ def test_a_write_that_fails_midway_leaves_the_old_set(tmp_path):
         raise OSError(28, "No space left on device")
 
     files[tmp_path / "m.onnx"] = disk_full
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(io.OutputWriteError, match="could not write .*m.onnx.*No space"):
         io.write_file_set(files)
     assert _contents(tmp_path) == {p.name: d for p, d in old.items()}  # no .tmp either
+
+
+def test_a_file_size_limit_is_one_line_and_exit_2_with_the_old_result_kept(tmp_path):
+    """`ulimit -f` (the kernel's EFBIG) while writing: the environment's fault, not a bug."""
+    import resource
+
+    out = tmp_path / "p.onnx"
+    old = {out: b"old model", out.with_suffix(".report.json"): b"old report"}
+    for path, data in old.items():
+        path.write_bytes(data)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))  # noqa: E731
+    result = subprocess.run(
+        [sys.executable, "-c", "from onnxmorph.cli.main import main; main()", "prune",
+         str(SAMPLES / "resnet_seed.onnx"), "--method", "l1", "--no-measure-latency",
+         "-o", str(out)], capture_output=True, text=True, preexec_fn=limit)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not write" in lines[0] and "File too large" in lines[0]
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == old
 
 
 def test_a_rename_that_fails_midway_puts_the_old_files_back(tmp_path, monkeypatch):
@@ -72,7 +91,7 @@ def test_a_rename_that_fails_midway_puts_the_old_files_back(tmp_path, monkeypatc
         return real(src, dst)
 
     monkeypatch.setattr(io.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="Input/output"):
+    with pytest.raises(io.OutputWriteError, match="Input/output"):
         io.write_file_set(_new_set(tmp_path))
     expected = {p.name: d for p, d in old.items() if p.name != "m.structure.json"}
     assert _contents(tmp_path) == expected
@@ -102,7 +121,7 @@ def test_prune_result_save_failing_midway_keeps_the_previous_result(tmp_path, mo
         return real(self, data)
 
     monkeypatch.setattr(io.Path, "write_bytes", fail_on_model)
-    with pytest.raises(OSError, match="too large"):
+    with pytest.raises(io.OutputWriteError, match="too large"):
         second.save(out)
     assert _contents(tmp_path) == before
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from onnxmorph.cli.options import (
+    allow_uncounted_option,
     check_range,
     check_ranges,
     input_shape_option,
@@ -34,10 +35,11 @@ from onnxmorph.cli.options import (
 @verify_option
 @tolerance_options
 @input_shape_option
+@allow_uncounted_option
 @json_option
 def expand(model: str, output: str | None, width: float | None, budget: float | None,
            target: str, round_to: str, seed: int, verify: bool, atol: float | None, rtol: float,
-           input_shapes: tuple[str, ...], as_json: bool) -> None:
+           input_shapes: tuple[str, ...], allow_uncounted: bool, as_json: bool) -> None:
     """Multiply every prunable group's channel count by a width."""
     from onnxmorph.expand import expand as run_expand
     from onnxmorph.graph import parse_input_shapes
@@ -51,7 +53,7 @@ def expand(model: str, output: str | None, width: float | None, budget: float | 
         check_output_path(path, inputs=[model])
     result = run_expand(model, width=width, budget=budget, target=target, round_to=round_to,
                         input_shapes=parse_input_shapes(input_shapes), seed=seed,
-                        verify=verify, atol=atol, rtol=rtol)
+                        verify=verify, atol=atol, rtol=rtol, allow_uncounted=allow_uncounted)
     paths = result.save(out)
     if as_json:
         click.echo(json.dumps({**result.report, "files": {k: str(v) for k, v in paths.items()}},

@@ -81,7 +81,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
-    from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
+    from onnxmorph.training.checkpoint import check_resume, checkpointed_run, default_workdir
 
     # MODEL's whole stem: "a.v2.onnx" → "a.v2.pruned.onnx", and never the input itself.
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".pruned.onnx")
@@ -89,6 +89,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
+    check_resume(resume, method, data, steps, finetune_steps)
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,
@@ -147,10 +148,14 @@ def _print_summary(report: dict, paths: dict) -> None:
     _print_latency(report.get("latency"))
     for node in report.get("uncounted", []):
         click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
-    for key in ("accuracy_before", "accuracy_after", "agreement_with_seed",
-                "output_error_vs_seed"):
+    for key in ("accuracy_before", "accuracy_after", "agreement_with_seed"):
         if report.get(key) is not None:  # None: no labels, or not a classifier
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
+    if report.get("output_error_vs_seed") is not None and report.get("accuracy_after") is None:
+        # Trained on labels, the outputs may move far from the seed's (1.2 is common) while
+        # accuracy is what counts; without labels the distance is the only measure.
+        click.echo(f"output error vs seed: {report['output_error_vs_seed']:.4f} (relative L2 "
+                   "of the outputs)")
     if "verify" in report:
         check = report["verify"]
         atol = max(check["atol_used"].values(), default=0.0)

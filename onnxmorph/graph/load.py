@@ -83,11 +83,33 @@ def _normalized(proto: onnx.ModelProto, input_shapes, source: str | None) -> Loa
         # Damaged names can make the checker raise TypeError, not ValidationError.
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnsupportedModelError(f"the model is not valid ONNX: {first}") from exc
+    _check_text_fields(proto)
     _check_initializer_data(proto)
     resolved = resolve_input_shapes(proto, input_shapes or {})
     shapes = _fold_until_stable(proto, resolved)
     _check_outputs_known(proto, shapes)
     return LoadedModel(model=proto, shapes=shapes, input_shapes=resolved, source=source)
+
+
+def _check_text_fields(message) -> None:
+    """protobuf hands a string field that is not UTF-8 back as bytes, which fails far away."""
+    for descriptor, value in message.ListFields():
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            for item in _values(descriptor, value):
+                _check_text_fields(item)
+        elif descriptor.type == descriptor.TYPE_STRING:
+            for item in _values(descriptor, value):
+                if isinstance(item, bytes):
+                    where = f"{descriptor.containing_type.name}.{descriptor.name}"
+                    raise UnsupportedModelError(
+                        f"the model holds a {where} that is not UTF-8 text ({item[:40]!r}); "
+                        "the file is damaged — re-export the model")
+
+
+def _values(field, value) -> list:
+    repeated = (field.is_repeated if hasattr(field, "is_repeated")  # protobuf >= 5
+                else field.label == field.LABEL_REPEATED)
+    return list(value) if repeated else [value]
 
 
 def _check_initializer_data(proto: onnx.ModelProto) -> None:

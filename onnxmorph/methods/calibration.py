@@ -23,9 +23,11 @@ Reducer = Callable[[str, np.ndarray], np.ndarray]
 
 def calibration_batches(request: MethodInput) -> list:
     """The first `request.calibration_batches` training batches of the loader."""
-    from onnxmorph.training.data import DataSource, model_input_specs
+    from onnxmorph.training.data import DataSource
 
-    source = DataSource(request.data, model_input_specs(request.analysis.loaded.model))
+    # Labels are checked like the training loader's: range against the output width.
+    loaded = request.analysis.loaded
+    source = DataSource.for_model(request.data, loaded.model, loaded.shapes)
     batches = []
     for batch in source.train():
         batches.append(batch)

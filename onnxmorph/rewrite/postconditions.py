@@ -111,6 +111,17 @@ def check_seed_runs(seed: Analysis) -> None:
         outputs = session.run(None, feeds)
     except Exception as exc:
         raise seed_fails("fails to run", exc) from exc
+    batches = default_batch_sizes(seed.loaded.model, seed.loaded.input_shapes)
+    if batches[1] != batches[0]:
+        # A dynamic batch the seed does not really have (a broadcast that takes over axis 0)
+        # would fail only in verify, as if onnxmorph had sliced it wrongly.
+        other = random_feeds(seed.loaded.model, seed.loaded.input_shapes,
+                             np.random.default_rng(0), batches[1])
+        try:
+            session.run(None, other)
+        except Exception as exc:
+            raise seed_fails(f"declares a dynamic batch but fails to run at batch "
+                             f"{batches[1]}", exc) from exc
     for output, value in zip(session.get_outputs(), outputs):
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             # Removing a channel that makes NaN is not the same as zeroing it: nothing made

@@ -186,6 +186,20 @@ def default_workdir(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".onnxmorph-work")
 
 
+def check_resume(resume: bool, method: str, data: str | None, steps: int,
+                 finetune_steps: int) -> None:
+    """--resume where nothing trains (no --data, or no steps to run) would be ignored."""
+    if not resume:
+        return
+    if data is None:
+        raise TrainingError("--resume continues an interrupted training run, and without "
+                            "--data nothing trains: pass the same --data as the run to resume")
+    learns = method in ("auto", "gates") and steps > 0
+    if not learns and finetune_steps <= 0:
+        raise TrainingError(f"--resume has nothing to continue: --method {method} with "
+                            "--finetune-steps 0 trains nothing; drop --resume")
+
+
 @contextlib.contextmanager
 def checkpointed_run(workdir: str | os.PathLike, params: dict, resume: bool, owned: bool):
     """Around a command that trains: checks --resume against the recorded arguments (`params`,

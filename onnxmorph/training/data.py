@@ -76,9 +76,15 @@ class DataSource:
                             "train_batches() returning an iterable of (inputs, labels) batches")
 
     @classmethod
-    def for_model(cls, path: str | os.PathLike, model: onnx.ModelProto) -> DataSource:
-        """A source checked against `model`'s inputs and, for labels, its first output."""
-        return cls(path, model_input_specs(model), model_output_dims(model))
+    def for_model(cls, path: str | os.PathLike, model: onnx.ModelProto,
+                  shapes: dict[str, tuple[int, ...]] | None = None) -> DataSource:
+        """A source checked against `model`'s inputs and, for labels, its first output (its
+        dims from `shapes`, an analysis's inferred shapes, where the file leaves them open)."""
+        dims = model_output_dims(model)
+        inferred = (shapes or {}).get(model.graph.output[0].name) if model.graph.output else None
+        if inferred and (dims is None or None in dims) and len(inferred) >= 1:
+            dims = tuple(int(d) for d in inferred[1:])
+        return cls(path, model_input_specs(model), dims)
 
     @property
     def has_eval(self) -> bool:

@@ -37,3 +37,13 @@ def test_a_name_that_is_not_utf8_is_refused_in_one_line(text):
     damaged.ParseFromString(data)
     with pytest.raises(UnsupportedModelError, match="UTF-8|not valid ONNX"):
         load_model(damaged)
+
+
+def test_a_node_name_that_is_not_utf8_is_refused_at_load_not_where_it_is_printed():
+    # Fuzz case 432: the checker passed such a name and `analyze` failed printing it.
+    model = _conv_model(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"),
+                        node_name="first_conv")
+    damaged = onnx.ModelProto()
+    damaged.ParseFromString(model.SerializeToString().replace(b"first_conv", b"first_co\xe4v"))
+    with pytest.raises(UnsupportedModelError, match="NodeProto.name that is not UTF-8"):
+        load_model(damaged)

@@ -73,6 +73,26 @@ def test_training_commands_refuse_out_of_range_labels(tmp_path, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loader.py"]
 
 
+@pytest.mark.parametrize("command", [
+    ["prune", "--method", "taylor", "--calibration-batches", "3"],  # calibration only
+    ["sensitivity", "--method", "l1"],  # evaluation batches (train_batches: no eval_batches)
+])
+@pytest.mark.parametrize("case", ["label 50", "label -3"])
+def test_calibration_and_sensitivity_check_labels_like_training(tmp_path, command, case):
+    out = tmp_path / "out.onnx"
+    loader = _loader(tmp_path, case, 1)  # not the first batch
+    result = CliRunner().invoke(cli, [command[0], RESNET, *command[1:], "--data", str(loader),
+                                      "-o", str(out), "--finetune-steps", "0"]
+                                if command[0] == "prune" else
+                                [command[0], RESNET, *command[1:], "--data", str(loader),
+                                 "-o", str(tmp_path / "out.json")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "train_batches() batch 1" in lines[0], lines
+    assert re.search(CASES[case][1], lines[0]), lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loader.py"]
+
+
 def test_soft_labels_are_refused_unless_mse_is_asked_for():
     soft = np.full((4, 10), 0.1, np.float32)
     batch = Batch({"input": np.zeros((4, 1, 28, 28), np.float32)}, soft)

@@ -143,3 +143,20 @@ def test_interrupt_before_training_leaves_nothing_to_resume(setup, tmp_path, mon
     assert list(tmp_path.iterdir()) == []
     again = CliRunner().invoke(cli, _args(model, loader, out, log, "--resume"))
     assert again.exit_code == 2 and "--resume: no checkpoint" in again.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    ((), "without --data nothing trains"),
+    (("--data", "LOADER", "--finetune-steps", "0"), "--method l1 with --finetune-steps 0"),
+])
+def test_resume_where_nothing_trains_is_refused_not_ignored(tmp_path, extra, message):
+    seed = Path(__file__).resolve().parents[2] / "samples" / "resnet_seed.onnx"
+    loader = Path(__file__).resolve().parents[2] / "samples" / "loader.py"
+    extra = [str(loader) if e == "LOADER" else e for e in extra]
+    out = tmp_path / "out.onnx"
+    result = CliRunner().invoke(cli, ["prune", str(seed), "--method", "l1", "--resume",
+                                      "-o", str(out), *extra], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0] and "--resume" in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -168,7 +168,35 @@ def test_prune_cli_without_any_labels_reports_agreement(loader, tmp_path):
                                       "--finetune-steps", "1", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "agreement with seed:" in result.output and "accuracy" not in result.output
+    assert "output error vs seed:" in result.output and "relative L2" in result.output
     assert out.exists()
+
+
+def test_prune_cli_with_labels_leaves_the_output_distance_out_of_the_summary(tmp_path):
+    """Trained on labels, the outputs move away from the seed's by design (~1.2 on the
+    sample): the summary shows accuracy, the JSON report still has the distance."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from onnxmorph.cli.main import cli
+
+    loader = tmp_path / "loader.py"
+    loader.write_text("import numpy as np\n"
+                      "def train_batches():\n"
+                      "    rng = np.random.default_rng(0)\n"
+                      "    for _ in range(3):\n"
+                      "        yield (rng.standard_normal((8, 1, 28, 28)).astype(np.float32),\n"
+                      "               np.arange(8) % 10)\n")
+    seed = Path(__file__).resolve().parents[2] / "samples" / "resnet_seed.onnx"
+    args = ["prune", str(seed), "--method", "l1", "--data", str(loader), "--finetune-steps",
+            "1", "--no-measure-latency", "-o", str(tmp_path / "out.onnx")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "accuracy after:" in result.output and "output error" not in result.output
+    as_json = CliRunner().invoke(cli, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert "output_error_vs_seed" in as_json.output
 
 
 def test_eval_without_labels_compares_with_the_reference(loader, tmp_path):
