@@ -86,7 +86,9 @@ def learn_polarized(
                                           plan, gated_groups, settings)
     with work_folder(options.workdir) as folder:
         values, log = train_polarized(polarized, expr, source, options, loss, teacher, budget,
-                                      f"{folder}/gdp", settings, rules.min_channels)
+                                      f"{folder}/gdp", settings, rules.min_channels,
+                                      kept=lambda open_units: _kept_by_rules(open_units,
+                                                                             groups, rules))
     a = polarized.parameters_of(values)
     gates = polarized.unit_gates(a)
     # Open gates rank above closed ones (0) and ungated units (1) above all; the shared
@@ -128,6 +130,23 @@ def learn_polarized(
     extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
                  output_error_vs_seed=after.output_error, learned=log)
     return alive, final, extra
+
+
+def _kept_by_rules(open_units: np.ndarray, groups, rules: SelectionRules) -> np.ndarray:
+    """The units the final structure keeps for these open ones: each group's count rounded
+    up to --round-to and at least --min-channels, as methods.gated._final_structure does
+    (the extra channels have closed gates, so keeping them changes nothing the model
+    computes). Steering on it means the rules never have to close an open gate."""
+    kept = open_units.copy()
+    for group in groups:
+        count = int(open_units[group.units].sum())
+        floor, step = rules.min_channels, rules.step(group)
+        if step > 1:
+            floor = -(-max(count, floor) // step) * step
+        extra = min(floor, group.channels) - count
+        if extra > 0:
+            kept[group.units[~open_units[group.units]][:extra]] = True
+    return kept
 
 
 def _training_data(data, seed_model: onnx.ModelProto, options):

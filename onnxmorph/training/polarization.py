@@ -15,6 +15,7 @@ through the steep part quickly, which is the polarization: gates end at 0 or wel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +45,8 @@ PARAM_PREFIX = f"{PREFIX}/polarization"
 class PolarizationSettings:
     init: float = 1.0  # a at the start: g = 1 / (1 + ε), the seed's function within 1 %
     epsilon: float = 1e-2  # the steep part of g is |a| ≲ 3√ε
-    # Proximal step per training step, in units of a; None: 3 / steps, so that a gate of
-    # average cost closes within a third of the run at λ = 1 if the task does not hold it.
+    # Step per training step, in units of a; None: min(0.5, 6 / steps), so that the most
+    # expensive gate closes within a sixth of the run at λ = 1 if the task does not hold it.
     step_size: float | None = None
 
 
@@ -189,10 +190,12 @@ def train_polarized(
     polarized: PolarizedModel, expr: CostExpr, source: DataSource, options: TrainOptions,
     loss: str, teacher: Teacher | None, budget: float, folder: str,
     settings: PolarizationSettings, min_open: int = 0,
+    kept: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Train weights (ORT) and gates (numpy, proximal) until the structure ‖a‖₀ describes
-    fits `budget` (every group keeping `min_open` gates open); returns the trained
-    parameters and the log."""
+    fits `budget` (every group keeping `min_open` gates open); `kept` maps the open units to
+    the units the selection rules will keep (--round-to rounds up), the structure steered on.
+    Returns the trained parameters and the log."""
     model = polarized.model
     trainable = [n for n in default_trainable(model, [output_name(model)])
                  if not n.startswith(PREFIX)] + polarized.param_names
@@ -209,9 +212,12 @@ def train_polarized(
     if not norm > 0:
         raise PruningError("the gated channels cost nothing at this --target; use --method "
                            "gates or another --target")
-    controller = BudgetController(budget, options.strength, initial=1.0)
+    # λ may grow about e^6-fold over a short run: gates closed late leave the weights no
+    # steps to adapt, and a closed gate never reopens, so the controller acts every step.
+    controller = BudgetController(budget, options.strength, initial=1.0,
+                                  rate=max(0.1, 6.0 / options.steps))
     step = ProximalGateStep(polarized.param_names,
-                            settings.step_size or min(0.5, 3.0 / options.steps),
+                            settings.step_size or min(0.5, 6.0 / options.steps),
                             [g.channels for g in polarized.groups], min_open)
     a = step.snapshot(session)
     alive = np.ones(polarized.num_units)
@@ -228,7 +234,7 @@ def train_polarized(
             thresholds = controller.lam * cost_derivative(expr, alive)[units] / norm
             a = step.apply(session, a, thresholds, polarized)
             alive[units] = a != 0
-            ratio = expr(alive) / seed_cost
+            ratio = expr(kept(alive > 0) if kept else alive) / seed_cost
             # Every step: the structure is in hand (the gates live in numpy), and a closed
             # gate never reopens, so a late λ would overshoot the budget.
             controller.update(ratio)
