@@ -148,7 +148,8 @@ def _print_summary(report: dict, paths: dict) -> None:
     _print_latency(report.get("latency"))
     for node in report.get("uncounted", []):
         click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
-    for key in ("accuracy_before", "accuracy_after", "agreement_with_seed"):
+    for key in ("accuracy_before", "accuracy_gated", "accuracy_after_slice", "accuracy_after",
+                "agreement_with_seed"):
         if report.get(key) is not None:  # None: no labels, or not a classifier
             click.echo(f"{key.replace('_', ' ')}: {report[key]:.4f}")
     if report.get("output_error_vs_seed") is not None and report.get("accuracy_after") is None:

@@ -33,6 +33,7 @@ _BUILTIN_MODULES = (
     "onnxmorph.methods.apoz",
     "onnxmorph.methods.activation",
     "onnxmorph.methods.taylor",
+    "onnxmorph.methods.gdp",
 )
 
 

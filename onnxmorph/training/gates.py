@@ -9,6 +9,7 @@ layer consumes them. The cost output is the cost model evaluated at the gate pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,13 +135,18 @@ class _GateNodes:
             full.append(self.op(head, "Gather", [joined, index], f"{hint}_units", axis=0))
         return full[0], full[1]
 
-    def gate_consumers(self, analysis: Analysis, sample: str) -> dict[str, list[onnx.NodeProto]]:
-        """Mul nodes gating each tensor that a layer consumes, keyed by that tensor."""
+    def gate_consumers(self, analysis: Analysis, sample: str,
+                       keep: Callable[[onnx.NodeProto], bool] | None = None,
+                       ) -> dict[str, list[onnx.NodeProto]]:
+        """Mul nodes gating each tensor that a layer consumes, keyed by that tensor
+        (`keep`: only the layers it accepts)."""
         layouts, shapes = analysis.channels.layouts, analysis.loaded.shapes
         gated: dict[str, list[onnx.NodeProto]] = {}
         rename: dict[str, str] = {}
         for node in self.graph.node:
             if node.op_type not in _CONSUMERS or node.input[0] not in layouts:
+                continue
+            if keep is not None and not keep(node):
                 continue
             tensor = node.input[0]
             if tensor not in rename:
