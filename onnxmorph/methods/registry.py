@@ -33,6 +33,8 @@ _BUILTIN_MODULES = (
     "onnxmorph.methods.apoz",
     "onnxmorph.methods.activation",
     "onnxmorph.methods.taylor",
+    "onnxmorph.methods.gamma",
+    "onnxmorph.methods.group_lasso",
 )
 
 
