@@ -15,7 +15,7 @@ from onnxmorph.methods.registry import MethodInput, Selection, register_method
 from onnxmorph.methods.select import SelectionRules, prunable_groups
 from onnxmorph.training.regularizers import RegularizerSource
 
-# morph-net's gamma_threshold 1e-2 for γ near 1, relative to the seed's mean |γ|.
+# morph-net's gamma_threshold 1e-2 for γ near 1, relative to the group's mean |γ| in the seed.
 GAMMA_RELATIVE_THRESHOLD = 0.01
 
 

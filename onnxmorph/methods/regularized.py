@@ -58,8 +58,10 @@ _NOISE_FLOOR = 2.0  # × the learning rate: the smallest alive threshold
 @dataclasses.dataclass(frozen=True)
 class Regularizer:
     """What a method contributes: its name, sources, and the alive threshold relative to the
-    seed's mean r (morph-net's absolute threshold, scaled so it means the same for any
-    model: 0.01 is morph-net's 1e-2 for γ near 1), never below Adam's noise floor."""
+    seed's mean r over the unit's group. morph-net uses one absolute threshold (1e-2 for γ
+    near 1); relative per group it means the same for any model, and for weight norms,
+    whose seed scale follows each layer's fan-in, it compares a layer with itself. Never
+    below Adam's noise floor."""
 
     method: str
     sources: list[RegularizerSource]
@@ -102,12 +104,15 @@ def learn_regularized(
         values, log = _train(regularized, steering, source, options, loss, teacher, budget,
                              f"{folder}/{name}")
     r = steering.values(values)
-    # _final_structure reads "probabilities" against options.alive_threshold: r scaled so
-    # that the threshold maps onto it (ranking unchanged); unregularized units go last.
-    probs = np.where(steering.sourced, r * options.alive_threshold / steering.threshold, 1e9)
+    # The threshold chosen from the budget, in units of each unit's own threshold:
+    # _final_structure reads "probabilities" against options.alive_threshold, so r / τ is
+    # scaled onto it; unregularized units go last.
+    relative = np.where(steering.sourced, r / steering.threshold, np.inf)
+    probs = np.where(steering.sourced, relative * options.alive_threshold, 1e9)
     alive = _final_structure(analysis, probs, groups, target, budget, rules, options)
     dropped = steering.sourced & ~alive
-    log["threshold_from_budget"] = float(r[dropped].max()) if dropped.any() else None
+    log["threshold_from_budget"] = (float(relative[dropped].max()) if dropped.any()
+                                    else None)  # × each unit's alive threshold
     trained = analyze(LoadedModel(model=model_with_values(seed_model, values),
                                   shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
@@ -143,10 +148,14 @@ class _Steering:
         initializers = {i.name for i in regularized.model.graph.initializer}
         r0 = self.values({s.name: _initializer(regularized.model, s.name)
                           for s in regularized.sources if s.name in initializers})
-        mean = float(r0[self.sourced].mean()) if self.sourced.any() else 0.0
+        group_mean = np.zeros(num_units)
+        for group in groups:
+            units = group.units[self.sourced[group.units]]
+            group_mean[group.units] = r0[units].mean() if units.size else 0.0
         # Adam moves every weight by about the learning rate per step, so a value the L1 term
         # holds at zero keeps bouncing within ± that: below twice it, a unit counts as dead.
-        self.threshold = max(relative_threshold * mean, _NOISE_FLOOR * learning_rate)
+        self.threshold = np.maximum(relative_threshold * group_mean,
+                                    _NOISE_FLOOR * learning_rate)
         self.seed_cost = expr()
         self.norm = float((self._raw_weights(np.ones(num_units)) * r0).sum())
         if not self.norm > 0:
@@ -211,4 +220,9 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
                 raise Interrupted(stop[0], f"structure learning step {step + 1}/{options.steps}")
         values = session.parameters()
     return values, {"final_lambda": controller.lam, "alive_cost_ratio": ratio,
-                    "alive_threshold": steering.threshold, "history": rows}
+                    "alive_threshold": _summary(steering.threshold[steering.sourced]),
+                    "history": rows}
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {"min": float(values.min()), "max": float(values.max())} if values.size else {}
