@@ -12,10 +12,11 @@ from dataclasses import asdict
 import numpy as np
 import onnx
 
-from onnxmorph.errors import DataError, Interrupted
+from onnxmorph.errors import Interrupted
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
+from onnxmorph.methods.training_data import training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
@@ -26,8 +27,6 @@ from onnxmorph.training.gate_optimizer import GateOptimizer
 from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.prepare import (
-    SameShapeBatches,
-    batch_shapes,
     copy_trained_weights,
     training_copy,
 )
@@ -36,7 +35,6 @@ from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
-    choose_loss,
     endless,
     output_name,
     target_for,
@@ -55,17 +53,12 @@ def learn_structure(
     """Learn which channels live; return (alive units, sliced model, report extras)."""
     options = TrainOptions(**training)
     seed_model = analysis.loaded.model
-    source = DataSource.for_model(data, seed_model)
     groups = prunable_groups(analysis, rules)
     # Fail before training if the budget is out of reach with every gate closed.
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    source = SameShapeBatches(source, shapes)
-    teacher = Teacher(seed_model) if loss == "distill" else None
+    prepared = training_data(data, seed_model, options)
+    source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
+                                     prepared.teacher)
     extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps}
     before = evaluate(seed_model, source)
     extra["accuracy_before"] = before.accuracy
@@ -105,14 +98,9 @@ def finetune_on_data(
 ) -> tuple[onnx.ModelProto, dict]:
     """Fine-tune a pruned model on the loader's data; report accuracy before and after."""
     options = TrainOptions(**training)
-    source = DataSource.for_model(data, seed_model)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    source = SameShapeBatches(source, shapes)
-    teacher = Teacher(seed_model) if loss == "distill" else None
+    prepared = training_data(data, seed_model, options)
+    source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
+                                     prepared.teacher)
     extra = {"loss": loss, "finetune_steps": options.finetune_steps,
              "accuracy_before": evaluate(seed_model, source).accuracy,
              "accuracy_after_slice": evaluate(pruned, source).accuracy}

@@ -16,12 +16,13 @@ import os
 import numpy as np
 import onnx
 
-from onnxmorph.errors import DataError, Interrupted, PruningError, TrainingError
+from onnxmorph.errors import Interrupted, PruningError, TrainingError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import CostExpr
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.gated import _final_structure, finetune_training_copy
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
+from onnxmorph.methods.training_data import training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.rewrite.postconditions import require_passed
 from onnxmorph.training.artifacts import build_training_artifacts
@@ -30,7 +31,7 @@ from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
 from onnxmorph.training.evaluate import evaluate
 from onnxmorph.training.parameters import default_trainable
-from onnxmorph.training.prepare import SameShapeBatches, batch_shapes, training_copy
+from onnxmorph.training.prepare import training_copy
 from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.regularizers import (
     COST_OUTPUT,
@@ -42,9 +43,7 @@ from onnxmorph.training.regularizers import (
 )
 from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
-    Teacher,
     TrainOptions,
-    choose_loss,
     endless,
     output_name,
     target_for,
@@ -85,14 +84,9 @@ def learn_regularized(
     seed_model = analysis.loaded.model
     groups = prunable_groups(analysis, rules)
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
-    source = DataSource.for_model(data, seed_model)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    source = SameShapeBatches(source, shapes)
-    teacher = Teacher(seed_model) if loss == "distill" else None
+    prepared = training_data(data, seed_model, options)
+    source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
+                                     prepared.teacher)
     extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps,
                    "regularized_units": int(sum(s.units.size for s in regularizer.sources))}
     extra["accuracy_before"] = evaluate(seed_model, source).accuracy
