@@ -16,7 +16,7 @@ from onnxmorph.errors import Interrupted
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
-from onnxmorph.methods.training_data import training_data
+from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
@@ -84,12 +84,8 @@ def learn_structure(
     sliced_result = slice_channels(trained, alive, probs)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
-    extra["accuracy_after_slice"] = evaluate(sliced, source).accuracy
-    final = finetune_training_copy(sliced, source, options, loss, teacher,
-                                   options.finetune_steps, shapes)
-    after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
-                 output_error_vs_seed=after.output_error, learned=log)
+    final = finetune_and_report(sliced, seed_model, prepared, options, extra)
+    extra["learned"] = log
     return alive, final, extra
 
 
@@ -99,17 +95,9 @@ def finetune_on_data(
     """Fine-tune a pruned model on the loader's data; report accuracy before and after."""
     options = TrainOptions(**training)
     prepared = training_data(data, seed_model, options)
-    source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
-                                     prepared.teacher)
-    extra = {"loss": loss, "finetune_steps": options.finetune_steps,
-             "accuracy_before": evaluate(seed_model, source).accuracy,
-             "accuracy_after_slice": evaluate(pruned, source).accuracy}
-    final = finetune_training_copy(pruned, source, options, loss, teacher,
-                                   options.finetune_steps, shapes)
-    after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
-                 output_error_vs_seed=after.output_error)
-    return final, extra
+    extra = {"loss": prepared.loss, "finetune_steps": options.finetune_steps,
+             "accuracy_before": evaluate(seed_model, prepared.source).accuracy}
+    return finetune_and_report(pruned, seed_model, prepared, options, extra), extra
 
 
 def finetune_training_copy(

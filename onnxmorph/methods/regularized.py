@@ -20,9 +20,9 @@ from onnxmorph.errors import Interrupted, PruningError, TrainingError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import CostExpr
 from onnxmorph.graph.load import LoadedModel
-from onnxmorph.methods.gated import _final_structure, finetune_training_copy
+from onnxmorph.methods.gated import _final_structure
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
-from onnxmorph.methods.training_data import training_data
+from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.rewrite.postconditions import require_passed
 from onnxmorph.training.artifacts import build_training_artifacts
@@ -116,12 +116,8 @@ def learn_regularized(
     extra["verify_regularized_slice"] = verify_models(trained, sliced).to_dict()
     require_passed(extra["verify_regularized_slice"], f"verify ({name}-trained weights, "
                                                       "before fine-tuning)")
-    extra["accuracy_after_slice"] = evaluate(sliced, source).accuracy
-    final = finetune_training_copy(sliced, source, options, loss, teacher,
-                                   options.finetune_steps, shapes)
-    after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
-                 output_error_vs_seed=after.output_error, learned=log)
+    final = finetune_and_report(sliced, seed_model, prepared, options, extra)
+    extra["learned"] = log
     return alive, final, extra
 
 

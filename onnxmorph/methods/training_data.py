@@ -32,3 +32,20 @@ def training_data(data: str | os.PathLike, seed_model: onnx.ModelProto,
     shapes = batch_shapes(first)
     teacher = Teacher(seed_model) if loss == "distill" else None
     return TrainingData(SameShapeBatches(source, shapes), loss, shapes, teacher)
+
+
+def finetune_and_report(sliced: onnx.ModelProto, seed_model: onnx.ModelProto,
+                        prepared: TrainingData, options: TrainOptions,
+                        extra: dict) -> onnx.ModelProto:
+    """Fine-tune a sliced model; its accuracy right after slicing and after fine-tuning, and
+    its agreement with the seed, go into `extra`."""
+    from onnxmorph.methods.gated import finetune_training_copy  # gated imports this module
+    from onnxmorph.training.evaluate import evaluate
+
+    extra["accuracy_after_slice"] = evaluate(sliced, prepared.source).accuracy
+    final = finetune_training_copy(sliced, prepared.source, options, prepared.loss,
+                                   prepared.teacher, options.finetune_steps, prepared.shapes)
+    after = evaluate(final, prepared.source, reference=seed_model)
+    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
+                 output_error_vs_seed=after.output_error)
+    return final
