@@ -207,7 +207,8 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
                 controller.update(ratio)
             progress.update(step, loss=result.task_loss, cost=ratio, lam=controller.lam)
             if stop:
-                raise Interrupted(stop[0], f"structure learning step {step + 1}/{options.steps}")
+                raise Interrupted(stop[0], f"structure learning step {step + 1}/{options.steps}"
+                                           " (this method keeps no checkpoint: run it again)")
         values = session.parameters()
     return values, {"final_lambda": controller.lam, "alive_cost_ratio": ratio,
                     "alive_threshold": _summary(steering.threshold[steering.sourced]),
