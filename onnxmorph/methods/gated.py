@@ -12,10 +12,11 @@ from dataclasses import asdict
 import numpy as np
 import onnx
 
-from onnxmorph.errors import DataError, Interrupted
+from onnxmorph.errors import Interrupted
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
+from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
@@ -26,8 +27,6 @@ from onnxmorph.training.gate_optimizer import GateOptimizer
 from onnxmorph.training.gates import COST_OUTPUT, NOISE_INPUT, PREFIX, GatedModel, insert_gates
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.prepare import (
-    SameShapeBatches,
-    batch_shapes,
     copy_trained_weights,
     training_copy,
 )
@@ -38,7 +37,6 @@ from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
-    choose_loss,
     endless,
     output_name,
     target_for,
@@ -58,17 +56,12 @@ def learn_structure(
     """Learn which channels live; return (alive units, sliced model, report extras)."""
     options = TrainOptions(**training)
     seed_model = analysis.loaded.model
-    source = DataSource.for_model(data, seed_model)
     groups = prunable_groups(analysis, rules)
     # Fail before training if the budget is out of reach with every gate closed.
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    source = SameShapeBatches(source, shapes)
-    teacher = Teacher(seed_model) if loss == "distill" else None
+    prepared = training_data(data, seed_model, options)
+    source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
+                                     prepared.teacher)
     extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps}
     before = evaluate(seed_model, source)
     extra["accuracy_before"] = before.accuracy
@@ -95,12 +88,8 @@ def learn_structure(
     sliced_result = slice_channels(trained, alive, probs)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
-    extra["accuracy_after_slice"] = evaluate(sliced, source).accuracy
-    final = finetune_training_copy(sliced, source, options, loss, teacher,
-                                   options.finetune_steps, shapes)
-    after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
-                 output_error_vs_seed=after.output_error, learned=log)
+    final = finetune_and_report(sliced, seed_model, prepared, options, extra)
+    extra["learned"] = log
     return alive, final, extra
 
 
@@ -109,23 +98,10 @@ def finetune_on_data(
 ) -> tuple[onnx.ModelProto, dict]:
     """Fine-tune a pruned model on the loader's data; report accuracy before and after."""
     options = TrainOptions(**training)
-    source = DataSource.for_model(data, seed_model)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    source = SameShapeBatches(source, shapes)
-    teacher = Teacher(seed_model) if loss == "distill" else None
-    extra = {"loss": loss, "finetune_steps": options.finetune_steps,
-             "accuracy_before": evaluate(seed_model, source).accuracy,
-             "accuracy_after_slice": evaluate(pruned, source).accuracy}
-    final = finetune_training_copy(pruned, source, options, loss, teacher,
-                                   options.finetune_steps, shapes)
-    after = evaluate(final, source, reference=seed_model)
-    extra.update(accuracy_after=after.accuracy, agreement_with_seed=after.class_agreement,
-                 output_error_vs_seed=after.output_error)
-    return final, extra
+    prepared = training_data(data, seed_model, options)
+    extra = {"loss": prepared.loss, "finetune_steps": options.finetune_steps,
+             "accuracy_before": evaluate(seed_model, prepared.source).accuracy}
+    return finetune_and_report(pruned, seed_model, prepared, options, extra), extra
 
 
 def finetune_training_copy(

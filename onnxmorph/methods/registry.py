@@ -34,6 +34,8 @@ _BUILTIN_MODULES = (
     "onnxmorph.methods.activation",
     "onnxmorph.methods.taylor",
     "onnxmorph.methods.gdp",
+    "onnxmorph.methods.gamma",
+    "onnxmorph.methods.group_lasso",
 )
 
 

@@ -19,7 +19,7 @@ CRITERIA = ("l1", "fpgm", "apoz", "activation", "taylor")
 
 def test_every_method_is_listed_by_the_api_and_the_cli():
     names = method_names()
-    assert set(names) == {"l1", "uniform", "gates", "gdp", *CRITERIA}
+    assert set(names) == {"l1", "uniform", "gates", "gdp", "gamma", "group-lasso", *CRITERIA}
     assert METHODS == ("auto", *names)
     choices = next(p for p in prune_command.params if p.name == "method").type.choices
     assert list(choices) == list(METHODS)
