@@ -103,6 +103,7 @@ def prune(
     threads: int | None = None,
     measure_latency: bool = False,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -123,6 +124,9 @@ def prune(
     default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
     constants), which the report then shows too; `measure_latency` times seed and result in
     onnxruntime (`threads`, also the training sessions' threads) for the report.
+
+    prune_embedding makes a transformer's embedding dimension (the residual stream through
+    every LayerNormalization, positional embedding, projection and the head) one group.
     """
     _check_arguments(method, target, budget, 1, min_channels)
     check_tolerances(atol, rtol)
@@ -132,7 +136,8 @@ def prune(
         method = "gates" if data is not None else "l1"
     chosen = get_method(method)
     check_data(chosen, data)
-    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
+                       prune_embedding=prune_embedding)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,

@@ -13,6 +13,7 @@ from onnxmorph.cli.options import (
     latency_device_option,
     latency_model_option,
     latency_table_option,
+    prune_embedding_option,
 )
 from onnxmorph.cli.table import format_count, render_table
 
@@ -23,18 +24,19 @@ from onnxmorph.cli.table import format_count, render_table
 @json_option
 @click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
 @allow_uncounted_option
+@prune_embedding_option
 @latency_model_option
 @latency_table_option
 @latency_device_option
 def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool,
-            allow_uncounted: bool, latency_model: str | None, latency_table: str | None,
-            latency_device: str) -> None:
+            allow_uncounted: bool, prune_embedding: bool, latency_model: str | None,
+            latency_table: str | None, latency_device: str) -> None:
     """Show MACs, parameters (and, when asked, predicted latency) and the channel groups."""
     from onnxmorph.graph import analyze as run_analysis
     from onnxmorph.graph import parse_input_shapes
 
     result = run_analysis(model, parse_input_shapes(input_shapes),
-                          allow_uncounted=allow_uncounted)
+                          allow_uncounted=allow_uncounted, prune_embedding=prune_embedding)
     summary = result.to_dict()
     if latency_model or latency_table:
         from onnxmorph.latency import latency_model as build_latency

@@ -45,6 +45,7 @@ class ChannelAnalysis:
     groups: list[ChannelGroup]
     unit_group: np.ndarray  # unit index → group id
     pinned: dict[int, str]  # unit index → why it must stay
+    prune_embedding: bool = False  # analysed with --prune-embedding (re-analyses must be too)
 
     @property
     def num_units(self) -> int:
@@ -67,13 +68,16 @@ def mask_shape(layout: Layout, rank: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def find_channel_groups(loaded: LoadedModel) -> ChannelAnalysis:
-    return _Driver(loaded).run()
+def find_channel_groups(loaded: LoadedModel, prune_embedding: bool = False) -> ChannelAnalysis:
+    """The channel groups of `loaded`; `prune_embedding` makes the embedding dimension (the
+    residual stream through every LayerNormalization) one prunable group."""
+    return _Driver(loaded, prune_embedding).run()
 
 
 class _Driver:
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, prune_embedding: bool = False) -> None:
         self.loaded = loaded
+        self.prune_embedding = prune_embedding
         self.units = UnionFind()
         self.groups = UnionFind()  # over the same ids: merged when units or layers merge
         self.layouts: dict[str, Layout] = {}
@@ -109,6 +113,7 @@ class _Driver:
             out_shapes=[self.loaded.shapes.get(n) if n else None for n in node.output],
             constants=[self.constants.get(n) if n else None for n in node.input],
             opset=self._opset,
+            prune_embedding=self.prune_embedding,
         )
         handler = handler_for(node)
         if handler is None:
@@ -152,7 +157,7 @@ class _Driver:
         groups = _build_groups(self.loaded, layouts, unit_group, len(group_ids), pinned,
                                self.constants)
         return ChannelAnalysis(layouts=layouts, groups=groups, unit_group=unit_group,
-                               pinned=pinned)
+                               pinned=pinned, prune_embedding=self.prune_embedding)
 
 
 def _build_groups(loaded, layouts, unit_group, count, pinned, constants) -> list[ChannelGroup]:
