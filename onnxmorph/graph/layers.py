@@ -198,6 +198,8 @@ def per_channel_roles(node: onnx.NodeProto) -> dict[int, Role]:
         return kind.per_channel
     if node.op_type in BROADCAST_OPS or node.op_type in _SAME_RANK_OPS:
         return {i: Role.BROADCAST for i in range(len(node.input))}
+    if node.op_type == "Expand":  # a class token expanded to the batch (--prune-embedding)
+        return {0: Role.BROADCAST}
     if node.op_type in QUANTIZE_OPS:
         return {1: Role.ALONG_AXIS, 2: Role.ALONG_AXIS}
     return {}
