@@ -1,6 +1,7 @@
 """--prune-embedding on real exports (tests/fixtures/transformers): torchvision's ViT
 (TorchScript and dynamo; Conv patch embedding, class token expanded to the batch, positional
-embedding, x[:, 0] into the head) and a block with F.scaled_dot_product_attention. The
+embedding, x[:, 0] into the head), a block with F.scaled_dot_product_attention, and the text
+encoders (nn.TransformerEncoder, HF-style BERT: word, position and segment tables). The
 embedding is one prunable group; the L1 prune at 0.5 costs the architecture's MACs at the
 kept widths and computes the seed normalised over the kept channels (the reference verify
 uses) at two batch sizes and, where the export allows, two sequence lengths."""
@@ -27,7 +28,8 @@ from tests.graph.test_attention_exports import (
 from tests.rewrite._support import assert_close, assert_differs, keep_masks, run
 
 
-@pytest.mark.parametrize("name", ["vit_op17_ts", "vit_op17_dynamo", "sdpa_op17_ts"])
+@pytest.mark.parametrize("name", ["vit_op17_ts", "vit_op17_dynamo", "sdpa_op17_ts",
+                                  "bert_op17_ts", "hfbert_op17_ts"])
 def test_embedding_prunes_on_real_exports(name):
     result = onnxmorph.prune(path(name), method="l1", budget=0.5, round_to=1,
                              input_shapes=input_shapes(name), prune_embedding=True)
@@ -38,7 +40,8 @@ def test_embedding_prunes_on_real_exports(name):
     assert section["embedding"]["channels_before"] == cfg["hidden"] > embed
     heads = [a["heads_after"] for a in section["attention"]]
     mlp = [m["units_after"] for m in section["mlp"]]
-    want = macs(family(name), cfg, heads=heads, mlp=mlp, embed=embed)
+    kind = "bert" if family(name) == "hfbert" else family(name)
+    want = macs(kind, cfg, heads=heads, mlp=mlp, embed=embed)
     assert analyze(result.model, input_shapes(name)).macs == want
     assert result.analysis.cost.macs(result.alive * 1.0) == want
 
@@ -55,7 +58,7 @@ def test_embedding_prunes_on_real_exports(name):
             assert_close(run(result.model, batch_feeds), want_out, f"batch {batch}, T {tokens}")
             assert_differs(want_out, run(seed, batch_feeds), "reference vs seed")
             checked += 1
-    assert checked == (4 if family(name) == "sdpa" else 2)
+    assert checked == (4 if family(name) in ("sdpa", "hfbert") else 2)
 
 
 def test_shape_of_the_embedding_read_for_its_batch_does_not_pin_it():

@@ -149,3 +149,21 @@ def test_cli_prune_embedding(tmp_path):
     shown = CliRunner().invoke(cli, ["analyze", str(seed), "--prune-embedding", "--json"])
     assert shown.exit_code == 0
     assert sum(g["prunable"] for g in json.loads(shown.output)["groups"]) == 5
+
+
+def test_verify_command_analyses_the_seed_as_the_pruning_did(tmp_path):
+    """A pruned-embedding model records it; `onnxmorph verify seed pruned` then lays out the
+    seed's tensors the same way (a word table's columns, not the token axis) and passes."""
+    from click.testing import CliRunner
+
+    from onnxmorph.cli.main import cli
+    from tests.graph.test_attention_exports import input_shapes, path
+
+    seed = path("hfbert_op17_ts")
+    result = onnxmorph.prune(seed, method="l1", budget=0.5, round_to=1, prune_embedding=True,
+                             input_shapes=input_shapes("hfbert_op17_ts"))
+    out = tmp_path / "p.onnx"
+    onnx.save(result.model, out)
+    shapes = [a for n in input_shapes("hfbert_op17_ts") for a in ("--input-shape", f"{n}=1x8")]
+    checked = CliRunner().invoke(cli, ["verify", seed, str(out), *shapes])
+    assert checked.exit_code == 0 and "passed" in checked.output, checked.output

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmorph.graph.handlers.attention import reads_head_shape
-from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext, register, single_axis
+from onnxmorph.graph.handlers.base import (
+    Coupling,
+    Fresh,
+    Layout,
+    NodeContext,
+    register,
+    single_axis,
+)
 
 
 def _axis(ctx: NodeContext, rank: int, default: int = 0) -> int:
@@ -93,6 +100,12 @@ def _python_slice(start: int, end: int, step: int) -> slice:
 @register("Gather")
 def gather(ctx: NodeContext) -> Coupling:
     layout, shape, indices = ctx.in_layouts[0], ctx.in_shapes[0], ctx.const(1)
+    table, out = ctx.const(0), ctx.out_shapes[0]
+    if ctx.prune_embedding and table is not None and indices is None and table.ndim == 2 \
+            and _axis(ctx, 2) == 0 and out and out[-1] == table.shape[1] > 1:
+        # An embedding lookup (words, positions, segments): the table's columns are the
+        # embedding's channels, sliced with them.
+        return Coupling(outputs=[Fresh(axis=len(out) - 1, count=table.shape[1])])
     if layout is None or shape is None or indices is None:
         return ctx.boundary(f"Gather '{ctx.name}' has indices computed at run time")
     axis = _axis(ctx, len(shape))
