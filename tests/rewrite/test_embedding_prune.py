@@ -167,3 +167,54 @@ def test_verify_command_analyses_the_seed_as_the_pruning_did(tmp_path):
     shapes = [a for n in input_shapes("hfbert_op17_ts") for a in ("--input-shape", f"{n}=1x8")]
     checked = CliRunner().invoke(cli, ["verify", seed, str(out), *shapes])
     assert checked.exit_code == 0 and "passed" in checked.output, checked.output
+
+
+_LOADER = """
+import numpy as np
+rng = np.random.default_rng(0)
+X = rng.standard_normal((256, 6, 5)).astype(np.float32)
+Y = (X.sum(axis=(1, 2)) > 0).astype(np.int64) + (X[:, 0, 0] > 0).astype(np.int64)
+def train_batches():
+    for i in range(0, 256, 32):
+        yield X[i:i + 32], Y[i:i + 32]
+def eval_batches():
+    yield X[:64], Y[:64]
+"""
+
+
+@pytest.mark.parametrize("method", ["gates", "gdp"])
+def test_learned_methods_gate_the_embedding(tmp_path, method):
+    """One gate per embedding channel; the gated model folds and slices to what the seed
+    normalised over the kept channels computes (checked inside prune)."""
+    loader = tmp_path / "loader.py"
+    loader.write_text(_LOADER)
+    result = onnxmorph.prune(encoder_model(opset=17, qkv="split"), method=method,
+                             data=str(loader), budget=0.5, prune_embedding=True, round_to=1,
+                             training={"steps": 40, "finetune_steps": 10})
+    key = "verify_gates_folded" if method == "gates" else "verify_gates_absorbed"
+    assert result.extra[key]["passed"]
+    section = result.structure["transformer"]
+    macs = _macs(section["embedding"]["channels_after"],
+                 [a["heads_after"] for a in section["attention"]],
+                 [m["units_after"] for m in section["mlp"]])
+    assert analyze(result.model).macs == macs <= 0.5 * _macs(16, [4, 4], [24, 24])
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_shape_read_pins_only_the_axes_it_reads(whole):
+    """Shape(h)[0] (the batch, as a class token's Expand reads it) leaves h's channels alone;
+    the whole shape read at run time (here an output) includes the channel count, so those
+    channels stay."""
+    b = GraphBuilder(seed=0, opset=17)
+    x = b.input("x", ["batch", 4])
+    h = b.node("MatMul", [x, b.const(np.ones((4, 8), np.float32))], name="h")
+    shape = b.node("Shape", [h], name="shape")
+    read = shape if whole else b.node("Gather", [shape, b.ints([0])], axis=0)
+    y = b.node("MatMul", [b.node("Relu", [h]), b.const(np.ones((8, 3), np.float32))], name="y")
+    analysis = analyze(b.model([y, b.node("Cast", [read], to=1)]))
+    shapes = [n for n in analysis.loaded.model.graph.node if n.op_type == "Shape"]
+    assert shapes, "the loader kept the run-time Shape read (else the test proves nothing)"
+    group = group_of(analysis, "h")
+    assert group.prunable != whole
+    if whole:
+        assert "Shape 'shape'" in group.reason
