@@ -64,15 +64,18 @@ def transformer_structure(analysis: Analysis, alive: np.ndarray) -> dict | None:
 
 
 def embedding_group(analysis: Analysis):
-    """The group of the residual stream when --prune-embedding made it one (the input of
-    every LayerNormalization in one group), else None."""
+    """The group of the residual stream when --prune-embedding made it one (what every
+    LayerNorm normalises, in one group), else None."""
     if not getattr(analysis.channels, "prune_embedding", False):
         return None
     layouts, unit_group = analysis.channels.layouts, analysis.channels.unit_group
     found = set()
     for node in analysis.loaded.model.graph.node:
-        if node.op_type == "LayerNormalization" and node.input[0] in layouts:
-            found.update(np.unique(unit_group[layouts[node.input[0]].ids]).tolist())
+        layout = layouts.get(node.input[0]) if node.input else None
+        # LayerNormalization, or a decomposed one's ReduceMean (channels in, none out).
+        if layout is not None and (node.op_type == "LayerNormalization" or (
+                node.op_type == "ReduceMean" and node.output[0] not in layouts)):
+            found.update(np.unique(unit_group[layout.ids]).tolist())
     return analysis.groups[found.pop()] if len(found) == 1 else None
 
 

@@ -3,7 +3,9 @@
 A LayerNormalization over removed channels (--prune-embedding) is the one place where zeros
 are not enough: the pruned model normalises over the kept channels only, while the seed's
 mean and variance would count the zeros. There the reference normalises over the kept
-channels too (a masked LayerNorm at full width), which is what the pruned model promises.
+channels too (a masked LayerNorm at full width), which is what the pruned model promises;
+a ReduceMean over removed channels (a decomposed LayerNorm's mean and variance) likewise
+becomes the mean over the kept ones.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ def zero_removed_channels(
             if name in renamed:
                 node.input[index] = renamed[name]
         mask = keep.get(original_input)
-        if _normalises_removed(node, mask, layouts.get(original_input),
-                               shapes.get(original_input), used):
+        layout, shape = layouts.get(original_input), shapes.get(original_input)
+        if _normalises_removed(node, mask, layout, shape, used):
             ordered.extend(_masked_layer_norm(node, mask, graph))
+        elif _averages_removed(node, mask, layout, shape):
+            ordered.extend(_masked_mean(node, mask, graph))
         else:
             ordered.append(node)
         ordered.extend(new_nodes[out] for out in node.output if out in new_nodes)
@@ -108,3 +112,39 @@ def _masked_layer_norm(node: onnx.NodeProto, mask: np.ndarray,
         result = c("biased")
     nodes.append(helper.make_node("Identity", [result], [node.output[0]], name=c("out")))
     return nodes
+
+
+def _averages_removed(node: onnx.NodeProto, mask: np.ndarray | None, layout: Layout | None,
+                      shape: tuple[int, ...] | None) -> bool:
+    """A ReduceMean over exactly the last axis, whose input lost channels there."""
+    if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
+        return False
+    if mask is None or mask.all() or layout is None or shape is None:
+        return False
+    last = len(shape) - 1
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None:
+        return False  # axes as an input (opset 18): left as it is, and verify judges it
+    return layout.axes == (last,) and [a % len(shape) for a in axes] == [last]
+
+
+def _masked_mean(node: onnx.NodeProto, mask: np.ndarray,
+                 graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The mean over the kept channels: the node's own ReduceMean of x · mask (any opset's
+    form), times channels / kept."""
+    prefix = f"{node.output[0]}__masked_mean"
+    keep = mask.astype(np.float32).ravel()
+    graph.initializer.append(numpy_helper.from_array(keep, f"{prefix}_mask"))
+    graph.initializer.append(numpy_helper.from_array(
+        np.array(keep.size / keep.sum(), np.float32), f"{prefix}_scale"))
+    mean = onnx.NodeProto()
+    mean.CopyFrom(node)
+    mean.input[0], mean.output[0] = f"{prefix}_x", f"{prefix}_all"
+    mean.name = f"{prefix}_all"
+    return [
+        helper.make_node("Mul", [node.input[0], f"{prefix}_mask"], [f"{prefix}_x"],
+                         name=f"{prefix}_x"),
+        mean,
+        helper.make_node("Mul", [f"{prefix}_all", f"{prefix}_scale"], [node.output[0]],
+                         name=f"{prefix}_scaled"),
+    ]

@@ -4,7 +4,8 @@ embedding, x[:, 0] into the head), a block with F.scaled_dot_product_attention, 
 encoders (nn.TransformerEncoder, HF-style BERT: word, position and segment tables). The
 embedding is one prunable group; the L1 prune at 0.5 costs the architecture's MACs at the
 kept widths and computes the seed normalised over the kept channels (the reference verify
-uses) at two batch sizes and, where the export allows, two sequence lengths."""
+uses; at opset 14 the decomposed LayerNorm's means are over the kept channels) at two batch
+sizes and, where the export allows, two sequence lengths."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from tests.rewrite._support import assert_close, assert_differs, keep_masks, run
 
 
 @pytest.mark.parametrize("name", ["vit_op17_ts", "vit_op17_dynamo", "sdpa_op17_ts",
-                                  "bert_op17_ts", "hfbert_op17_ts"])
+                                  "bert_op17_ts", "hfbert_op17_ts", "vit_op14_ts",
+                                  "hfbert_op14_ts", "sdpa_op14_ts"])
 def test_embedding_prunes_on_real_exports(name):
     result = onnxmorph.prune(path(name), method="l1", budget=0.5, round_to=1,
                              input_shapes=input_shapes(name), prune_embedding=True)

@@ -66,10 +66,11 @@ def test_one_group_spans_the_residual_stream(qkv, shape_chain):
     assert analysis.cost.macs(alive) == _macs(10, [4, 4], [24, 24])
 
 
-@pytest.mark.parametrize("method,qkv", [("l1", "separate"), ("uniform", "gather"),
-                                        ("l1", "slice")])
-def test_pruned_embedding_equals_the_seed_normalised_over_kept_channels(method, qkv):
-    seed = encoder_model(opset=17, qkv=qkv)
+@pytest.mark.parametrize("method,qkv,opset", [("l1", "separate", 17), ("uniform", "gather", 17),
+                                              ("l1", "slice", 17), ("l1", "split", 14),
+                                              ("uniform", "separate", 14)])
+def test_pruned_embedding_equals_the_seed_normalised_over_kept_channels(method, qkv, opset):
+    seed = encoder_model(opset=opset, qkv=qkv)
     result = onnxmorph.prune(seed, method=method, budget=0.5, prune_embedding=True,
                              round_to=1)
     assert result.extra["verify"]["passed"]
@@ -78,7 +79,7 @@ def test_pruned_embedding_equals_the_seed_normalised_over_kept_channels(method, 
     embed = section["embedding"]["channels_after"]
     assert section["embedding"]["channels_before"] == 16 and embed < 16
     for name in ("ln0a", "ln_final"):
-        assert _weight(result.model, name).shape == (embed,)  # scale (and bias) sliced
+        assert _weight(result.model, name).shape == (embed,)  # scale or bias sliced
     assert _weight(result.model, "pos_embed").shape == (1, 6, embed)
     assert _weight(result.model, "classifier").shape == (embed, 3)
     macs = _macs(embed, [a["heads_after"] for a in section["attention"]],
@@ -88,14 +89,16 @@ def test_pruned_embedding_equals_the_seed_normalised_over_kept_channels(method, 
     assert_matches_zeroed_seed(result, seed, "x", (6, 5))
 
 
-def test_zeros_alone_are_not_the_reference(monkeypatch):
+@pytest.mark.parametrize("opset", [14, 17])
+def test_zeros_alone_are_not_the_reference(monkeypatch, opset):
     """Without normalising over the kept channels the zeroed seed differs from the pruned
     model: the masked reference is what makes verify pass, not a loose tolerance."""
-    seed = encoder_model(opset=17)
+    seed = encoder_model(opset=opset)
     result = onnxmorph.prune(seed, method="l1", budget=0.5, prune_embedding=True, round_to=1)
     analysis = result.analysis
     masks = keep_masks(analysis, result.alive)
     monkeypatch.setattr(zero_channels, "_normalises_removed", lambda *args: False)
+    monkeypatch.setattr(zero_channels, "_averages_removed", lambda *args: False)
     plain = zero_channels.zero_removed_channels(seed, analysis.channels.layouts,
                                                 analysis.loaded.shapes, masks)
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 6, 5)).astype(np.float32)}
@@ -123,12 +126,15 @@ def test_masked_layer_norm_is_layer_norm_over_the_kept_channels():
                                atol=1e-5)
 
 
-def test_decomposed_layer_norm_keeps_the_embedding_with_a_reason():
-    """Opset 14 exports LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div: not sliced, a boundary."""
+def test_decomposed_layer_norm_joins_the_embedding():
+    """Opset 14 exports LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div: its means over the embedding
+    become means over the kept channels (in the pruned model and in verify's reference)."""
     analysis = analyze(encoder_model(opset=14), prune_embedding=True)
     group = group_of(analysis, "ln0a")
-    assert not group.prunable and "reduces over the channel axis" in group.reason
-    assert len(analysis.channels.prunable_groups()) == 4
+    assert group.prunable and group.channels == 16 and "ln0a_mean" not in analysis.channels.layouts
+    assert len(analysis.channels.prunable_groups()) == 5
+    off = analyze(encoder_model(opset=14))
+    assert "reduces over the channel axis" in group_of(off, "ln0a").reason
 
 
 def test_cli_prune_embedding(tmp_path):

@@ -103,6 +103,11 @@ def reduction(ctx: NodeContext) -> Coupling:
             return ctx.passthrough()
         axes = list(range(len(shape)))
     axes = sorted(int(a) + len(shape) if int(a) < 0 else int(a) for a in np.ravel(axes))
+    if ctx.prune_embedding and ctx.node.op_type == "ReduceMean" \
+            and single_axis(layout, len(shape) - 1) and axes == [len(shape) - 1]:
+        # A decomposed LayerNorm's mean or variance over the embedding: the pruned model
+        # averages over the kept channels, as verify's reference does (zero_channels.py).
+        return Coupling(outputs=[None])
     if any(a in axes for a in layout.axes):
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' reduces over the channel axis")
     if int(ctx.attr("keepdims", 1)):
