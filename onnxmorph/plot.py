@@ -104,10 +104,10 @@ def _draw_transformer(axes, transformer: dict) -> None:
         ax.set_title(f"{unit} per {'attention layer' if before == 'heads_before' else 'block'}")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(loc="upper left")
-    embedding = transformer.get("embedding")
-    if embedding:
-        axes[1].figure.suptitle(f"Embedding width {embedding['channels_before']} → "
-                                f"{embedding['channels_after']}")
+    stages = transformer.get("embedding_stages") or [transformer.get("embedding")]
+    widths = ", ".join(f"{s['channels_before']} → {s['channels_after']}" for s in stages if s)
+    if widths:
+        axes[1].figure.suptitle(f"Embedding width {widths}")
 
 
 def _draw_history(ax, history: list[dict]) -> None:

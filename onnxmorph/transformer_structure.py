@@ -21,8 +21,8 @@ _NONLINEAR = ("Gelu", "Erf", "Relu", "Sigmoid", "Tanh", "BiasGelu", "FastGelu", 
 
 
 def transformer_structure(analysis: Analysis, alive: np.ndarray) -> dict | None:
-    """{"attention": [...], "mlp": [...], "embedding": {...} or None}, or None without
-    attention layers."""
+    """{"attention": [...], "mlp": [...], "embedding": {...} or None (and "embedding_stages"
+    when several stages have widths of their own)}, or None without attention layers."""
     layouts, unit_group = analysis.channels.layouts, analysis.channels.unit_group
     nodes = analysis.loaded.model.graph.node
     attention, head_groups = [], set()
@@ -37,12 +37,12 @@ def transformer_structure(analysis: Analysis, alive: np.ndarray) -> dict | None:
                           "head_dim": int(rows.shape[1])})
     if not attention:
         return None
-    embedding = embedding_group(analysis)
+    embeddings = embedding_groups(analysis)
     consumers: dict[str, list[str]] = {}
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node.op_type)
-    mlp, seen = [], set(head_groups) | ({embedding.id} if embedding is not None else set())
+    mlp, seen = [], set(head_groups) | {g.id for g in embeddings}
     for node in nodes:
         if weight_layout(node, analysis.loaded.initializers) is None:
             continue
@@ -58,25 +58,30 @@ def transformer_structure(analysis: Analysis, alive: np.ndarray) -> dict | None:
         seen.add(group.id)
         mlp.append({"name": node.name or node.output[0], "units_before": group.channels,
                     "units_after": int(alive[group.units].sum()), "group": group.id})
-    return {"attention": attention, "mlp": mlp, "embedding": None if embedding is None else {
-        "channels_before": embedding.channels,
-        "channels_after": int(alive[embedding.units].sum()), "group": embedding.id}}
+    widths = [{"channels_before": g.channels, "channels_after": int(alive[g.units].sum()),
+               "group": g.id} for g in embeddings]
+    section = {"attention": attention, "mlp": mlp,
+               "embedding": widths[0] if len(widths) == 1 else None}
+    if len(widths) > 1:
+        section["embedding_stages"] = widths  # Swin: one width per stage
+    return section
 
 
-def embedding_group(analysis: Analysis):
-    """The group of the residual stream when --prune-embedding made it one (what every
-    LayerNorm normalises, in one group), else None."""
-    if not getattr(analysis.channels, "prune_embedding", False):
-        return None
+def embedding_groups(analysis: Analysis) -> list:
+    """The groups of the residual stream when --prune-embedding made it prunable (what the
+    LayerNorms normalise; one per stage of a hierarchical model such as Swin), in graph
+    order; [] without the option."""
+    if not analysis.channels.prune_embedding:
+        return []
     layouts, unit_group = analysis.channels.layouts, analysis.channels.unit_group
-    found = set()
+    found: list[int] = []
     for node in analysis.loaded.model.graph.node:
         layout = layouts.get(node.input[0]) if node.input else None
         # LayerNormalization, or a decomposed one's ReduceMean (channels in, none out).
         if layout is not None and (node.op_type == "LayerNormalization" or (
                 node.op_type == "ReduceMean" and node.output[0] not in layouts)):
-            found.update(np.unique(unit_group[layout.ids]).tolist())
-    return analysis.groups[found.pop()] if len(found) == 1 else None
+            found += [g for g in np.unique(unit_group[layout.ids]).tolist() if g not in found]
+    return [analysis.groups[g] for g in found]
 
 
 def _head_rows(node, layouts, initializers) -> np.ndarray | None:

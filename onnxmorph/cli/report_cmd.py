@@ -78,10 +78,11 @@ def _transformer_lines(section: dict) -> str:
                       for r in section.get("attention") or [])
     units = ", ".join(f"{r['units_after']}/{r['units_before']}" for r in section.get("mlp") or [])
     text = f"\nheads kept per attention layer: {heads}\nMLP units per block: {units}"
-    embedding = section.get("embedding")
-    if isinstance(embedding, dict):
-        text += (f"\nembedding width: {embedding.get('channels_before')} → "
-                 f"{embedding.get('channels_after')}")
+    stages = section.get("embedding_stages") or [section.get("embedding")]
+    widths = ", ".join(f"{s.get('channels_before')} → {s.get('channels_after')}"
+                       for s in stages if isinstance(s, dict))
+    if widths:
+        text += f"\nembedding width: {widths}"
     return text
 
 

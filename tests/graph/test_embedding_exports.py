@@ -72,3 +72,24 @@ def test_shape_of_the_embedding_read_for_its_batch_does_not_pin_it():
     group = analysis.groups[int(analysis.channels.unit_group[
         analysis.channels.layouts[shape.input[0]].ids[0]])]
     assert group.prunable and group.channels == 16
+
+
+def test_swin_prunes_each_stage_embedding():
+    """Swin's stages have widths of their own (PatchMerging's Linear makes the next one):
+    one embedding group per stage, each pruned, the patch-merging LayerNorm over 4 copies of
+    the kept channels."""
+    name = "swin_op17_ts"
+    result = onnxmorph.prune(path(name), method="l1", budget=0.5, round_to=1,
+                             prune_embedding=True)
+    assert result.extra["verify"]["passed"]
+    stages = result.structure["transformer"]["embedding_stages"]
+    assert [s["channels_before"] for s in stages] == [8, 16]
+    assert any(s["channels_after"] < s["channels_before"] for s in stages)
+    assert analyze(result.model).macs == result.analysis.cost.macs(result.alive * 1.0)
+    analysis = result.analysis
+    reference = zero_removed_channels(onnx.load(path(name)), analysis.channels.layouts,
+                                      analysis.loaded.shapes, keep_masks(analysis, result.alive))
+    for batch in (1, 3):
+        batch_feeds = feeds(name, batch, 0, seed=batch)
+        assert_close(run(result.model, batch_feeds), _zeroed_outputs(reference, batch_feeds),
+                     f"batch {batch}")
