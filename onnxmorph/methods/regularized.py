@@ -25,12 +25,10 @@ from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_
 from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.rewrite.postconditions import require_passed
-from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import stop_requests
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
 from onnxmorph.training.evaluate import evaluate
-from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.prepare import training_copy
 from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.regularizers import (
@@ -41,11 +39,12 @@ from onnxmorph.training.regularizers import (
     cost_weights,
     insert_regularizer,
 )
-from onnxmorph.training.session import TrainingSession, model_with_values
+from onnxmorph.training.session import model_with_values
 from onnxmorph.training.trainer import (
     TrainOptions,
     endless,
-    output_name,
+    phase_session,
+    scheduled_rate,
     target_for,
     work_folder,
 )
@@ -175,14 +174,7 @@ def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
 def _train(regularized: RegularizedModel, steering: _Steering, source: DataSource,
            options: TrainOptions, loss: str, teacher, budget: float,
            folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    model = regularized.model
-    paths = build_training_artifacts(
-        model, folder, trainable=default_trainable(model, [output_name(model)]), frozen=None,
-        loss=loss, output_name=output_name(model), cost_output=COST_OUTPUT,
-        optimizer=options.optimizer,
-    )
-    session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              device=options.device, threads=options.threads)
+    session = phase_session(regularized.model, folder, options, loss, cost_output=COST_OUTPUT)
     controller = BudgetController(budget, options.strength)
     weights = steering.weights(np.ones(steering.sourced.size))
     rows: list[dict] = []
@@ -193,6 +185,7 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
         options.log_started = True
         for step in range(options.steps):
             batch = next(batches)
+            rate = scheduled_rate(session, options, step, options.steps, "structure")
             result = session.train_step({**batch.inputs, WEIGHTS_INPUT: weights},
                                         target_for(batch, loss, teacher), controller.lam)
             if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
@@ -200,7 +193,7 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
                 ratio = steering.expr(alive) / steering.seed_cost
                 weights = steering.weights(alive)
                 row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
-                       "cost": result.cost, "alive_cost_ratio": ratio,
+                       "learning_rate": rate, "cost": result.cost, "alive_cost_ratio": ratio,
                        "lambda": controller.lam}
                 rows.append(row)
                 log.write(row)
