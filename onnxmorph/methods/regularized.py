@@ -16,9 +16,9 @@ import os
 import numpy as np
 import onnx
 
-from onnxmorph.errors import Interrupted, PruningError, TrainingError
+from onnxmorph.errors import Interrupted, PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
-from onnxmorph.graph.cost import CostExpr
+from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.gated import _final_structure
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
@@ -73,13 +73,7 @@ def learn_regularized(
     """Learn which channels live under the regularizer; return (alive, model, extras)."""
     options = TrainOptions(**training)
     name = regularizer.method
-    if options.resume:
-        raise TrainingError(f"--resume is not supported by --method {name} yet; run the "
-                            "command again without --resume")
-    expr = analysis.cost.expr(target)
-    if not isinstance(expr, CostExpr):
-        raise PruningError(f"--method {name} supports --target flops or params; for "
-                           "--target latency use --method gates")
+    expr = analysis.cost.expr(target)  # flops, params, or the latency model's prices
     seed_model = analysis.loaded.model
     groups = prunable_groups(analysis, rules)
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
@@ -124,7 +118,7 @@ class _Steering:
     """Turns the current weights into the structure they describe and the term's weights."""
 
     def __init__(self, analysis: Analysis, regularized: RegularizedModel, groups,
-                 expr: CostExpr, relative_threshold: float, learning_rate: float) -> None:
+                 expr: CostFunction, relative_threshold: float, learning_rate: float) -> None:
         self.regularized, self.expr = regularized, expr
         num_units = analysis.channels.num_units
         chosen = np.zeros(num_units, dtype=bool)

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from onnxmorph.errors import Interrupted, PruningError
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.channels import ChannelGroup
-from onnxmorph.graph.cost import CostExpr
+from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.layers import layer_kind
 from onnxmorph.rewrite.absorb_gates import AbsorbPlan, absorb_sites
 from onnxmorph.training.checkpoint import stop_requests
@@ -144,17 +144,9 @@ def insert_polarization_gates(
                           epsilon=settings.epsilon)
 
 
-def cost_derivative(expr: CostExpr, alive: np.ndarray) -> np.ndarray:
-    """∂cost/∂alive_u at `alive`: what one more channel of unit u costs, given the channels
-    around it that are alive (Σ over the bilinear terms coef · L_a · L_b)."""
-    forms = expr.forms(alive)
-    linear = expr.second < 0
-    partner = np.where(linear, 1.0, forms[np.maximum(expr.second, 0)])
-    per_form = np.bincount(expr.first, weights=expr.coef * partner, minlength=forms.size)
-    per_form += np.bincount(expr.second[~linear], weights=(expr.coef * forms[expr.first])[~linear],
-                            minlength=forms.size)
-    return np.bincount(expr.form_units, weights=expr.form_counts * per_form[expr.form_rows],
-                       minlength=expr.num_units)
+def cost_derivative(expr: CostFunction, alive: np.ndarray) -> np.ndarray:
+    """∂cost/∂alive_u at `alive` (CostExpr.derivative; LatencyExpr's for --target latency)."""
+    return expr.derivative(alive)
 
 
 class ProximalGateStep:
@@ -194,7 +186,7 @@ def proximal_l1(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def train_polarized(
-    polarized: PolarizedModel, expr: CostExpr, source: DataSource, options: TrainOptions,
+    polarized: PolarizedModel, expr: CostFunction, source: DataSource, options: TrainOptions,
     loss: str, teacher: Teacher | None, budget: float, folder: str,
     settings: PolarizationSettings, min_open: int = 0,
     kept: Callable[[np.ndarray], np.ndarray] | None = None,
