@@ -40,3 +40,25 @@ def test_params_target_reaches_the_budget(tmp_path, method, net, lr):
                              budget=0.6, round_to=1, training={"steps": 40, "learning_rate": lr})
     assert result.report()["ratio"]["params"] <= 0.6
     assert result.extra["learned"]["history"][-1]["alive_cost_ratio"] <= 0.6
+
+
+def test_cli_prunes_for_latency_with_a_regularizer(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from onnxmorph.cli.main import cli
+
+    path, loader = write_net_and_loader(tmp_path, batchnorm=False)
+    table = synthetic_table(analyze(str(path)), step=1).save(tmp_path / "latency.json")
+    out = tmp_path / "pruned.onnx"
+    result = CliRunner().invoke(cli, [
+        "prune", str(path), "--data", str(loader), "--method", "group-lasso", "--target",
+        "latency", "--latency-table", str(table), "--budget", "0.6", "--round-to", "1",
+        "--steps", "40", "--lr", "0.02", "--finetune-steps", "2", "--optimizer", "ranger",
+        "--no-measure-latency", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["target"] == "latency" and report["method"] == "group-lasso"
+    assert report["latency"]["predicted"]["ratio"] <= 0.6
+    assert report["verify_regularized_slice"]["passed"]
