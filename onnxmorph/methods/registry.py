@@ -22,6 +22,7 @@ import onnx
 
 from onnxmorph.errors import PruningError, TrainingError
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.cost import LATENCY_TARGET, TARGETS
 from onnxmorph.methods.select import SelectionRules
 
 DEFAULT_CALIBRATION_BATCHES = 8
@@ -69,7 +70,7 @@ class Selection:
     model: onnx.ModelProto | None = None
 
 
-ALL_TARGETS = ("flops", "params", "latency")
+ALL_TARGETS = (*TARGETS, LATENCY_TARGET)  # flops, params, latency
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def register_method(name: str, *, summary: str, needs_data: bool = False, learns
                     resumable: bool = True, targets: tuple[str, ...] = ALL_TARGETS):
     """Decorator registering `select(MethodInput) -> Selection` as method `name`. A method
     that slices by itself (Selection.model) verifies its slice and leaves the result under
-    an "verify_…" key of Selection.extra, which api.prune requires to have passed."""
+    a "verify_…" key of Selection.extra, which api.prune requires to have passed."""
     def decorate(select: Callable[[MethodInput], Selection]):
         _add(Method(name, summary, needs_data, select, learns=learns, resumable=resumable,
                     targets=tuple(targets)))
