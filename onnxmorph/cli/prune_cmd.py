@@ -25,7 +25,12 @@ from onnxmorph.cli.options import (
     verify_option,
 )
 from onnxmorph.cli.table import format_count
-from onnxmorph.methods.registry import DEFAULT_CALIBRATION_BATCHES, method_help, method_names
+from onnxmorph.methods.registry import (
+    DEFAULT_CALIBRATION_BATCHES,
+    get_method,
+    method_help,
+    method_names,
+)
 
 METHODS = ["auto", *method_names()]
 
@@ -89,11 +94,13 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
-    check_resume(resume, method, data, steps, finetune_steps)
+    resumable = method == "auto" or get_method(method).resumable
+    check_resume(resume, method, data, steps, finetune_steps, resumable)
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,
-                           owned=workdir is None) if data else contextlib.nullcontext()
+                           owned=workdir is None, unresumable=None if resumable else method
+                           ) if data else contextlib.nullcontext()
     with run:
         result = run_prune(
             model, method=method, target=target, budget=budget, data=data,

@@ -76,15 +76,18 @@ class Method:
     needs_data: bool  # False: data, when given, only fine-tunes the pruned model
     select: Callable[[MethodInput], Selection]
     scores: Callable[[MethodInput], UnitScores] | None = None  # criteria only
+    # False: its structure learning keeps no checkpoint, so `prune --resume` is refused.
+    resumable: bool = True
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, *, summary: str, needs_data: bool = False):
+def register_method(name: str, *, summary: str, needs_data: bool = False,
+                    resumable: bool = True):
     """Decorator registering `select(MethodInput) -> Selection` as method `name`."""
     def decorate(select: Callable[[MethodInput], Selection]):
-        _add(Method(name, summary, needs_data, select))
+        _add(Method(name, summary, needs_data, select, resumable=resumable))
         return select
     return decorate
 
