@@ -324,6 +324,14 @@ def _quiet(folder):
     return done.rc == 0 and not done.stderr.strip(), f"exit {done.rc}; stderr {done.stderr[:200]!r}"
 
 
+@case("progress", "--quiet with --method taylor: onnxruntime's session warnings silenced too")
+def _quiet_taylor(folder):
+    seed, loader = seed_in(folder), write_loader(folder / "l.py", "labeled")
+    done = run(["prune", seed, "--method", "taylor", "--data", loader, "--finetune-steps", "2",
+                "--calibration-batches", "1", "-o", folder / "o.onnx", "--quiet"], folder)
+    return done.rc == 0 and not done.stderr.strip(), f"exit {done.rc}; stderr {done.stderr[:200]!r}"
+
+
 @case("progress", "--json: JSON on stdout, nothing on stderr")
 def _json(folder):
     done = run(_train(folder, "--json"), folder)
@@ -336,15 +344,17 @@ def _json(folder):
     return ok, f"exit {done.rc}; json {parsed}; stderr {done.stderr[:200]!r}"
 
 
-@case("fuzzing", "30 mutated sample models (analyze, prune --method l1): no traceback")
-def _fuzz(folder):
-    from tests.fuzz_cases import outcome_of, run_cases
+for _family, _count in (("cnn", 30), ("transformer", 28)):
+    def _fuzz(folder, family=_family, count=_count):
+        from tests.fuzz_cases import outcome_of, run_cases
 
-    results = run_cases(list(range(30)), seed=11, case_timeout=60.0)
-    outcomes = {}
-    for r in results:
-        outcomes[outcome_of(r)] = outcomes.get(outcome_of(r), 0) + 1
-    return set(outcomes) <= {"ok", "refused"}, str(outcomes)
+        results = run_cases(list(range(count)), seed=11, case_timeout=60.0, family=family)
+        outcomes: dict[str, int] = {}
+        for r in results:
+            outcomes[outcome_of(r)] = outcomes.get(outcome_of(r), 0) + 1
+        return set(outcomes) <= {"ok", "refused"}, str(outcomes)
+    case("fuzzing", f"{_count} mutated {_family} models (analyze, prune --method l1): no "
+         "traceback, crash or bad output")(_fuzz)
 
 
 _ = RESNET  # the sample every case copies
