@@ -22,7 +22,7 @@ from onnxmorph.methods.registry import (
     resolve_method,
 )
 from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
-from onnxmorph.plot import SKIP_NOTE, write_structure_plot
+from onnxmorph.plot import SKIP_NOTE, structure_plot_png
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.postconditions import (
@@ -70,12 +70,10 @@ class PruneResult:
             check_output_path(written, inputs=[self.analysis.loaded.source])
         structure = self.structure
         history = self.extra.get("learned", {}).get("history")
-        written = write_file_set({
-            paths["structure"]: json_bytes(structure),
-            paths["plot"]: lambda tmp: write_structure_plot(structure, tmp, history),
-            path: self.model.SerializeToString(),
-            paths["report"]: json_bytes(self.report()),
-        })
+        png = structure_plot_png(structure, history)
+        files = {paths["structure"]: json_bytes(structure), paths["plot"]: png,
+                 path: self.model.SerializeToString(), paths["report"]: json_bytes(self.report())}
+        written = write_file_set({k: v for k, v in files.items() if v is not None})
         if paths["plot"] not in written:
             paths["plot"] = SKIP_NOTE
         return {key: paths[key] for key in ("model", "structure", "report", "plot")}

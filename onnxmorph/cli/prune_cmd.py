@@ -98,10 +98,12 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
     chosen = resolve_method(method, data)
     check_resume(resume, chosen.name, data, steps, finetune_steps, learns=chosen.learns)
     check_request(chosen, target=target, data=data, resume=resume)
+    resumable = chosen.resumable
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,
-                           owned=workdir is None) if data else contextlib.nullcontext()
+                           owned=workdir is None, unresumable=None if resumable else method
+                           ) if data else contextlib.nullcontext()
     with run:
         result = run_prune(
             model, method=method, target=target, budget=budget, data=data,

@@ -226,6 +226,10 @@ def _session_options(threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # Errors only: the warnings are about the training graph onnxmorph generated (unused
+    # initializers of the eval graph, ...), nothing a user can act on, and they would break
+    # through --quiet and --json. Errors still come back as exceptions.
+    options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
     return options
