@@ -8,18 +8,33 @@ interpolation fills the rest. Layers with the same configuration share their mea
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.latency.layers import LayerSpec, single_layer_model, weight_layers
-from onnxmorph.latency.measure import make_session, random_feeds, time_session
+from onnxmorph.latency.measure import (
+    busy_warning,
+    load_average,
+    make_session,
+    random_feeds,
+    time_fastest,
+)
+from onnxmorph.latency.other_ops import (
+    analysis_batch,
+    op_config_key,
+    other_ops,
+    single_op_model,
+)
 from onnxmorph.latency.runtime import channel_block
 from onnxmorph.latency.table import Grid, LatencyTable
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # below 1/4: extended linearly to 0
-GRID_NAME = "fractions-1/4,1/2,3/4,1"
+# In the cache key: a table made by an older profiler (no prices for other ops) is not reused.
+GRID_NAME = "fractions-1/4,1/2,3/4,1+ops"
 _WORK_PER_RUN = 2e6  # MACs: smaller layers run as several copies in one model
+_OPS_PER_ROUND = 32  # sessions of other ops open (and interleaved) at once
 
 
 def grid_counts(full: int, variable: bool, step: int) -> list[int]:
@@ -41,6 +56,7 @@ def profile_layers(analysis: Analysis, *, key: dict, batch: int = 1, threads: in
                    runtime: str = "ort-cpu",
                    progress: Callable[[int, int], None] | None = None) -> LatencyTable:
     began = time.perf_counter()
+    loads = [load_average()]
     block = channel_block(runtime)
     specs = weight_layers(analysis)
     layers: dict[str, str] = {}
@@ -57,21 +73,85 @@ def profile_layers(analysis: Analysis, *, key: dict, batch: int = 1, threads: in
                                                                           block)))
         grid_out = grid_counts(spec.out_full, spec.out_variable,
                                layer_step(spec, spec.out_full, block))
-        rows = [[_measure(spec, cin, cout, batch, threads) for cout in grid_out]
-                for cin in grid_in]
-        measurements += len(grid_in) * len(grid_out)
-        configs[config] = Grid(grid_in, grid_out, rows)
+        points = [(cin, cout) for cin in grid_in for cout in grid_out]
+        times = iter(_measure_grid(spec, points, batch, threads))
+        configs[config] = Grid(grid_in, grid_out, [[next(times) for _ in grid_out]
+                                                   for _ in grid_in])
+        measurements += len(points)
         if progress:
-            progress(index + 1, len(unique))
+            progress(index + 1, len(unique) + 1)
+    ops, unpriced = profile_other_ops(analysis, {s.name for s in specs}, batch, threads)
+    if progress:
+        progress(len(unique) + 1, len(unique) + 1)
+    loads.append(load_average())
     info = {"seconds": round(time.perf_counter() - began, 2), "layers": len(specs),
-            "configs": len(unique), "measurements": measurements, "block": block}
-    return LatencyTable(key=key, layers=layers, configs=configs, info=info)
+            "configs": len(unique), "measurements": measurements, "block": block,
+            "other_ops": len(ops), "unpriced_ops": len(unpriced),
+            "load_average": {"start": loads[0], "end": loads[-1]},
+            "cpu_count": os.cpu_count()}
+    warning = busy_warning(loads)
+    if warning:
+        info["warning"] = warning
+    return LatencyTable(key=key, layers=layers, configs=configs, info=info, ops=ops,
+                        unpriced=unpriced)
 
 
-def _measure(spec: LayerSpec, cin: int, cout: int, batch: int, threads: int | None) -> float:
-    cin_used = cout if spec.depthwise else cin
-    macs = spec.macs_coef * (cout if spec.depthwise else cin_used * cout)
-    macs *= batch / max(spec.input_shape[0], 1)
-    copies = int(min(16, max(1, _WORK_PER_RUN // max(macs, 1.0))))
-    session = make_session(single_layer_model(spec, cin_used, cout, batch, copies), threads)
-    return time_session(session, random_feeds(session, None)) / copies
+def _measure_grid(spec: LayerSpec, points: list[tuple[int, int]], batch: int,
+                  threads: int | None) -> list[float]:
+    """ms per (cin, cout): one session per point, timed in interleaved rounds."""
+    runs, copies = [], []
+    for cin, cout in points:
+        cin_used = cout if spec.depthwise else cin
+        macs = spec.macs_coef * (cout if spec.depthwise else cin_used * cout)
+        macs *= batch / max(spec.input_shape[0], 1)
+        count = int(min(16, max(1, _WORK_PER_RUN // max(macs, 1.0))))
+        session = make_session(single_layer_model(spec, cin_used, cout, batch, count), threads)
+        runs.append((session, random_feeds(session, None)))
+        copies.append(count)
+    return [t / c for t, c in zip(time_fastest(runs), copies)]
+
+
+def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
+                      threads: int | None) -> tuple[dict[str, dict], dict[str, str]]:
+    """(prices, unpriced) of every op other than the weight layers, at the seed's widths."""
+    ops = other_ops(analysis, weight_names)
+    seed_batch = max(1, analysis_batch(analysis))
+    runs: dict[str, tuple[object, dict, float]] = {}  # config → session, feeds, batch scale
+    failed: dict[str, str] = {}
+    for op in ops:
+        config = op_config_key(op, analysis, batch)
+        if op.fused_into is not None or config in runs or config in failed:
+            continue
+        try:
+            runs[config] = (*_op_session(op, analysis, batch, threads), 1.0)
+        except Exception as first:  # noqa: BLE001 - e.g. a Reshape target baked at batch 1
+            try:
+                runs[config] = (*_op_session(op, analysis, seed_batch, threads),
+                                batch / seed_batch)
+            except Exception:  # noqa: BLE001 - say why in the report
+                failed[config] = ("cannot run alone in onnxruntime: "
+                                  + str(first).splitlines()[0][:200])
+    configs = list(runs)
+    times: dict[str, float] = {}
+    for start in range(0, len(configs), _OPS_PER_ROUND):
+        chunk = configs[start:start + _OPS_PER_ROUND]
+        measured = time_fastest([runs[c][:2] for c in chunk])
+        times.update({c: t * runs[c][2] for c, t in zip(chunk, measured)})
+    prices: dict[str, dict] = {}
+    unpriced: dict[str, str] = {}
+    for op in ops:
+        config = op_config_key(op, analysis, batch)
+        if config in failed:
+            unpriced[op.name] = failed[config]
+            continue
+        ms = 0.0 if op.fused_into is not None else times[config] * (1 + op.layout_changes)
+        prices[op.name] = {"ms": ms, "channels": op.channels, "fused_into": op.fused_into,
+                           "layout_changes": op.layout_changes}
+    return prices, unpriced
+
+
+def _op_session(op, analysis: Analysis, batch: int, threads: int | None):
+    session = make_session(single_op_model(op, analysis, batch), threads)
+    feeds = random_feeds(session, None)
+    session.run(None, feeds)  # fails here rather than while timing
+    return session, feeds
