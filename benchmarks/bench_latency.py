@@ -35,11 +35,11 @@ from onnxmorph.latency.model import measured_table
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "latency"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from latency_models import random_resnet50  # noqa: E402
+from latency_models import random_mobilenetv2, random_resnet50  # noqa: E402
 
 MODELS = {
     "resnet50": lambda: random_resnet50(ROOT / "benchmarks/out/resnet50_random.onnx"),
-    "mobilenetv2": lambda: Path("/work/exports/tv_mobilenet_v2_224_op13.onnx"),
+    "mobilenetv2": lambda: random_mobilenetv2(ROOT / "benchmarks/out/mobilenetv2_random.onnx"),
     "resnet_sample": lambda: ROOT / "samples/resnet_seed.onnx",
     "mobilenet_sample": lambda: ROOT / "samples/mobilenet_seed.onnx",
 }

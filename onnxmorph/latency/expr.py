@@ -21,6 +21,8 @@ from onnxmorph.latency.layers import weight_layers
 from onnxmorph.latency.other_ops import other_ops
 from onnxmorph.latency.table import LatencyTable, LatencyTableError
 
+RUN_OVERHEAD = "(session run overhead)"
+
 
 @dataclass
 class LatencyExpr:
@@ -90,6 +92,10 @@ def latency_expr(analysis: Analysis, table: LatencyTable) -> LatencyExpr:
                                               [[0.0, price["ms"]]]))
         names.append(op.name)
         tensors.append(op.tensor)
+    if table.overhead_ms > 0:  # per inference, whatever the widths
+        tables.append(BilinearTable.from_grid([1], [1], [[table.overhead_ms]]))
+        names.append(RUN_OVERHEAD)
+        tensors.append(None)
     forms, indices = extend_forms(expr, analysis.channels.layouts, tensors)
     return LatencyExpr(
         forms_of=forms,
@@ -102,12 +108,18 @@ def latency_expr(analysis: Analysis, table: LatencyTable) -> LatencyExpr:
     )
 
 
-def extend_forms(expr: CostExpr, layouts: dict, tensors: list[str]) -> tuple[CostExpr, list[int]]:
-    """`expr` with one more linear form per tensor (its alive channels); their indices."""
+def extend_forms(expr: CostExpr, layouts: dict,
+                 tensors: list[str | None]) -> tuple[CostExpr, list[int]]:
+    """`expr` with one more linear form per tensor (its alive channels; None: the constant
+    1); their indices."""
     rows, units, counts = [expr.form_rows], [expr.form_units], [expr.form_counts]
     offsets = list(expr.form_offsets)
     indices = []
     for tensor in tensors:
+        if tensor is None:
+            indices.append(len(offsets))
+            offsets.append(1.0)
+            continue
         ids, count = np.unique(layouts[tensor].ids, return_counts=True)
         indices.append(len(offsets))
         rows.append(np.full(ids.size, len(offsets), dtype=np.int64))

@@ -1,8 +1,12 @@
-"""`onnxmorph profile`: measure every weight layer's latency on a coarse width grid.
+"""`onnxmorph profile`: measure every weight layer's latency on a coarse width grid, and
+every other op once (other_ops.py).
 
 Each layer runs alone as a one-node ONNX model at its real spatial size, for a few input and
 output channel counts (multiples of the runtime's channel block where the seed's are);
 interpolation fills the rest. Layers with the same configuration share their measurements.
+A configuration's grid points are timed in interleaved rounds and keep their fastest run, so
+load on a shared machine lands on single runs, not on whole points; the table records the
+load average before and after, and warns when it was above the core count.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import math
 import os
 import time
 from collections.abc import Callable
+
+import onnx
+from onnx import helper
 
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.latency.layers import LayerSpec, single_layer_model, weight_layers
@@ -46,7 +53,9 @@ def grid_counts(full: int, variable: bool, step: int) -> list[int]:
 
 
 def layer_step(spec: LayerSpec, full: int, block: int) -> int:
-    step = block if full % block == 0 else 1
+    # A layer of one block is cut finer by --round-to auto (SelectionRules.step), so its
+    # grid must be finer too: one point would price it as constant, as if it never shrank.
+    step = block if full % block == 0 and full > block else 1
     if spec.groups > 1 and not spec.depthwise:  # grouped: every group keeps equal width
         step = math.lcm(step, spec.groups)
     return step
@@ -58,6 +67,9 @@ def profile_layers(analysis: Analysis, *, key: dict, batch: int = 1, threads: in
     began = time.perf_counter()
     loads = [load_average()]
     block = channel_block(runtime)
+    # Every timed one-node model pays a session.run's overhead, which a whole model pays
+    # once: it is measured alone, taken off each timing and priced once (expr.RUN_OVERHEAD).
+    overhead = run_overhead(threads)
     specs = weight_layers(analysis)
     layers: dict[str, str] = {}
     unique: dict[str, LayerSpec] = {}
@@ -74,13 +86,14 @@ def profile_layers(analysis: Analysis, *, key: dict, batch: int = 1, threads: in
         grid_out = grid_counts(spec.out_full, spec.out_variable,
                                layer_step(spec, spec.out_full, block))
         points = [(cin, cout) for cin in grid_in for cout in grid_out]
-        times = iter(_measure_grid(spec, points, batch, threads))
+        times = iter(_measure_grid(spec, points, batch, threads, overhead))
         configs[config] = Grid(grid_in, grid_out, [[next(times) for _ in grid_out]
                                                    for _ in grid_in])
         measurements += len(points)
         if progress:
             progress(index + 1, len(unique) + 1)
-    ops, unpriced = profile_other_ops(analysis, {s.name for s in specs}, batch, threads)
+    ops, unpriced = profile_other_ops(analysis, {s.name for s in specs}, batch, threads,
+                                      overhead)
     if progress:
         progress(len(unique) + 1, len(unique) + 1)
     loads.append(load_average())
@@ -93,11 +106,23 @@ def profile_layers(analysis: Analysis, *, key: dict, batch: int = 1, threads: in
     if warning:
         info["warning"] = warning
     return LatencyTable(key=key, layers=layers, configs=configs, info=info, ops=ops,
-                        unpriced=unpriced)
+                        unpriced=unpriced, overhead_ms=overhead)
+
+
+def run_overhead(threads: int | None) -> float:
+    """ms of one session.run of a one-element Relu: what every inference pays besides its
+    ops (input/output binding, scheduling), which matters for models of a few ms."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["X"], ["Y"])], "overhead",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    session = make_session(model, threads)
+    return time_fastest([(session, random_feeds(session, None))], min_rounds=20)[0]
 
 
 def _measure_grid(spec: LayerSpec, points: list[tuple[int, int]], batch: int,
-                  threads: int | None) -> list[float]:
+                  threads: int | None, overhead: float = 0.0) -> list[float]:
     """ms per (cin, cout): one session per point, timed in interleaved rounds."""
     runs, copies = [], []
     for cin, cout in points:
@@ -108,11 +133,17 @@ def _measure_grid(spec: LayerSpec, points: list[tuple[int, int]], batch: int,
         session = make_session(single_layer_model(spec, cin_used, cout, batch, count), threads)
         runs.append((session, random_feeds(session, None)))
         copies.append(count)
-    return [t / c for t, c in zip(time_fastest(runs), copies)]
+    return [_net(t, overhead) / c for t, c in zip(time_fastest(runs), copies)]
+
+
+def _net(ms: float, overhead: float) -> float:
+    """A timing less the run overhead, never below a tenth of itself (noise in either)."""
+    return max(ms - overhead, 0.1 * ms)
 
 
 def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
-                      threads: int | None) -> tuple[dict[str, dict], dict[str, str]]:
+                      threads: int | None,
+                      overhead: float = 0.0) -> tuple[dict[str, dict], dict[str, str]]:
     """(prices, unpriced) of every op other than the weight layers, at the seed's widths."""
     ops = other_ops(analysis, weight_names)
     seed_batch = max(1, analysis_batch(analysis))
@@ -136,7 +167,7 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
     for start in range(0, len(configs), _OPS_PER_ROUND):
         chunk = configs[start:start + _OPS_PER_ROUND]
         measured = time_fastest([runs[c][:2] for c in chunk])
-        times.update({c: t * runs[c][2] for c, t in zip(chunk, measured)})
+        times.update({c: _net(t, overhead) * runs[c][2] for c, t in zip(chunk, measured)})
     prices: dict[str, dict] = {}
     unpriced: dict[str, str] = {}
     for op in ops:

@@ -39,6 +39,7 @@ class LatencyTable:
     # None: a table made before they were priced.
     ops: dict[str, dict] | None = None
     unpriced: dict[str, str] = field(default_factory=dict)  # node name → why no price
+    overhead_ms: float = 0.0  # one session.run of a one-node model: paid once per inference
 
     def grid(self, layer: str) -> Grid:
         config = self.layers.get(layer)
@@ -56,7 +57,7 @@ class LatencyTable:
                 "layers": self.layers,
                 "configs": {k: {"grid_in": g.grid_in, "grid_out": g.grid_out, "ms": g.ms}
                             for k, g in self.configs.items()},
-                "ops": self.ops, "unpriced": self.unpriced}
+                "ops": self.ops, "unpriced": self.unpriced, "overhead_ms": self.overhead_ms}
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -84,6 +85,7 @@ class LatencyTable:
                                             for k, v in ops.items()}
             return cls(key=dict(data["key"]), layers=dict(data["layers"]), configs=configs,
                        info=dict(data.get("info", {})), ops=ops,
+                       overhead_ms=float(data.get("overhead_ms", 0.0)),
                        unpriced={str(k): str(v) for k, v in data.get("unpriced", {}).items()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LatencyTableError(f"cannot read latency table '{path}' ({exc}); run "

