@@ -5,10 +5,10 @@ Each such op is timed once per table, alone, at its seed shape and the deploymen
 and priced at a structure as seed time × (alive / seed channels of its output): its work is
 elementwise or data movement, linear in the elements. Ops that onnxruntime's CPU provider
 fuses into the Conv before them cost nothing (ConvBNFusion, ConvActivationFusion, and the
-NCHWc Conv's "sum" input for a residual Add followed by its activation). An op without a
-blocked (NCHWc) kernel next to a Conv also pays a layout change on each such side, priced as
-one more pass of the op over its tensor. An op that cannot be timed alone is *unpriced* and
-named in the report, never counted as free.
+NCHWc Conv's "sum" input for a residual Add or two-input Sum followed by its activation).
+An op without a blocked (NCHWc) kernel next to a Conv also pays a layout change on each
+such side, priced as one more pass of the op over its tensor. An op that cannot be timed
+alone is *unpriced* and named in the report, never counted as free.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _fused_into(node: onnx.NodeProto, chain: dict, single_use) -> tuple[str, boo
         if source[1]:  # one activation per Conv; a BN after an activation stays too
             return None
         return source
-    if node.op_type == "Add" and len(node.input) == 2:
+    if node.op_type in ("Add", "Sum") and len(node.input) == 2:
         for tensor in node.input:
             source = chain.get(tensor)
             if source is not None and not source[1] and single_use(tensor):

@@ -54,6 +54,16 @@ def test_fusions_and_layout_changes_follow_onnxruntime(analysis):
     assert ops["mp"].layout_changes == 0 and ops["cat"].channels == 40
 
 
+def test_a_two_input_sum_fuses_like_add():
+    b = GraphBuilder(seed=6)
+    x = b.input("x", [1, 8, 8, 8])
+    main = b.bn(b.conv(x, 8, name="ca"), name="ba")
+    total = b.relu(b.node("Sum", [main, b.conv(x, 8, name="cb")], name="sum"), name="r")
+    analysis = analyze(b.model([b.gap(total, name="gap")]))
+    fused = {op.name: op.fused_into for op in other_ops(analysis, {"ca", "cb"})}
+    assert fused == {"ba": "ca", "sum": "ca", "r": "ca", "gap": None}
+
+
 def test_synthetic_prices_scale_with_alive_channels(analysis):
     expr = latency_expr(analysis, synthetic_table(analysis, ops=True))
     assert expr.unpriced == [] and set(expr.fused) == {"b1", "r1", "b2", "a1", "r2", "r4"}
