@@ -48,9 +48,10 @@ def random_feeds(session, batch: int | None, shapes: dict[str, tuple[int, ...]] 
         dims = list(known) if known else [d if isinstance(d, int) else 1 for d in arg.shape]
         if batch is not None:
             dims[0] = batch
-        kind = np.int64 if "int64" in arg.type else np.float32
-        feeds[arg.name] = (rng.integers(0, 2, dims) if kind is np.int64
-                           else rng.standard_normal(dims)).astype(kind)
+        kind = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                "tensor(bool)": np.bool_}.get(arg.type, np.float32)
+        feeds[arg.name] = (rng.standard_normal(dims) if kind is np.float32
+                           else rng.integers(0, 2, dims)).astype(kind)
     return feeds
 
 

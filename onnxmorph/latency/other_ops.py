@@ -103,12 +103,13 @@ def _fused_into(node: onnx.NodeProto, chain: dict, single_use) -> tuple[str, boo
     return None
 
 
-def single_op_model(op: OtherOp, analysis: Analysis, batch: int) -> onnx.ModelProto:
+def single_op_model(op: OtherOp, analysis: Analysis, batch: int,
+                    types: dict[str, int] | None = None) -> onnx.ModelProto:
     """The op alone: its activation inputs as graph inputs (batch dimension set to `batch`),
-    its constant inputs as initializers."""
+    its constant inputs as initializers; `types`: element types (element_types)."""
     loaded = analysis.loaded
     values = constant_values(loaded)
-    types = _element_types(loaded.model)
+    types = element_types(analysis) if types is None else types
     seed_batch = analysis_batch(analysis)
     inputs, initializers, seen = [], [], set()
     for name in op.node.input:
@@ -125,8 +126,8 @@ def single_op_model(op: OtherOp, analysis: Analysis, batch: int) -> onnx.ModelPr
             name, types.get(name, onnx.TensorProto.FLOAT), shape))
     node = onnx.NodeProto()
     node.CopyFrom(op.node)
-    outputs = [helper.make_tensor_value_info(o, types.get(o, onnx.TensorProto.FLOAT), None)
-               for o in node.output if o]
+    # Outputs without a type: onnxruntime infers them (custom-domain ops that ONNX cannot).
+    outputs = [onnx.ValueInfoProto(name=o) for o in node.output if o]
     graph = helper.make_graph([node], "op", inputs, outputs, initializer=initializers)
     return helper.make_model(graph, opset_imports=list(loaded.model.opset_import),
                              ir_version=loaded.model.ir_version)
@@ -157,7 +158,18 @@ def analysis_batch(analysis: Analysis) -> int:
     return int(shapes[0][0]) if shapes and shapes[0] else 1
 
 
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+def element_types(analysis: Analysis) -> dict[str, int]:
+    """Element type of every tensor (bool masks, int64 indices are not float), by ONNX type
+    inference in a worker process; what the model declares if that fails."""
+    from onnxmorph.graph.isolated import infer_shapes_isolated
+
+    try:
+        return _declared_types(infer_shapes_isolated(analysis.loaded.model))
+    except Exception:  # noqa: BLE001 - a crash or refusal of inference: fewer known types
+        return _declared_types(analysis.loaded.model)
+
+
+def _declared_types(model: onnx.ModelProto) -> dict[str, int]:
     graph = model.graph
     return {v.name: v.type.tensor_type.elem_type
             for v in (*graph.input, *graph.value_info, *graph.output)

@@ -30,6 +30,7 @@ from onnxmorph.latency.measure import (
 )
 from onnxmorph.latency.other_ops import (
     analysis_batch,
+    element_types,
     op_config_key,
     other_ops,
     single_op_model,
@@ -146,6 +147,7 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
                       overhead: float = 0.0) -> tuple[dict[str, dict], dict[str, str]]:
     """(prices, unpriced) of every op other than the weight layers, at the seed's widths."""
     ops = other_ops(analysis, weight_names)
+    types = element_types(analysis) if ops else {}
     seed_batch = max(1, analysis_batch(analysis))
     runs: dict[str, tuple[object, dict, float]] = {}  # config → session, feeds, batch scale
     failed: dict[str, str] = {}
@@ -154,10 +156,10 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
         if op.fused_into is not None or config in runs or config in failed:
             continue
         try:
-            runs[config] = (*_op_session(op, analysis, batch, threads), 1.0)
+            runs[config] = (*_op_session(op, analysis, batch, threads, types), 1.0)
         except Exception as first:  # noqa: BLE001 - e.g. a Reshape target baked at batch 1
             try:
-                runs[config] = (*_op_session(op, analysis, seed_batch, threads),
+                runs[config] = (*_op_session(op, analysis, seed_batch, threads, types),
                                 batch / seed_batch)
             except Exception:  # noqa: BLE001 - say why in the report
                 failed[config] = ("cannot run alone in onnxruntime: "
@@ -181,8 +183,8 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
     return prices, unpriced
 
 
-def _op_session(op, analysis: Analysis, batch: int, threads: int | None):
-    session = make_session(single_op_model(op, analysis, batch), threads)
+def _op_session(op, analysis: Analysis, batch: int, threads: int | None, types: dict):
+    session = make_session(single_op_model(op, analysis, batch, types), threads)
     feeds = random_feeds(session, None)
     session.run(None, feeds)  # fails here rather than while timing
     return session, feeds

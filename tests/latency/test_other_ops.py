@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,17 @@ def test_measured_op_prices_and_an_op_that_cannot_run_alone(analysis, monkeypatc
     prices, unpriced = profile_other_ops(analysis, names, batch=1, threads=1)
     assert "cat" not in prices and unpriced["cat"].endswith("no kernel")
     assert other_ops_module.analysis_batch(analysis) == 1
+
+
+def test_a_transformer_prices_its_attention_matmuls_as_other_ops(tmp_path):
+    from onnxmorph.latency.model import measured_table
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures/transformers/vit_op17_ts.onnx"
+    vit = analyze(str(fixture))
+    specs = weight_layers(vit)  # activation × activation MatMuls have no weight to time
+    assert specs and all(not s.name.endswith(("MatMul_1", "MatMul_2")) for s in specs)
+    table, _, _ = measured_table(vit, threads=1, table_path=tmp_path / "vit.json")
+    expr = latency_expr(vit, table)
+    assert expr.unpriced == []  # bool masks and int64 indices run alone with their types
+    attention = [n for n in expr.layers[expr.weight_layers:] if n.endswith("MatMul_1")]
+    assert attention and all(table.ops[n]["ms"] > 0 for n in attention)
