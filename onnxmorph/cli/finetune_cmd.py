@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import check_ranges, training_options, verify_option
+from onnxmorph.cli.options import check_ranges, threads_option, training_options, verify_option
 
 
 @click.command()
@@ -17,11 +17,12 @@ from onnxmorph.cli.options import check_ranges, training_options, verify_option
 @click.option("--teacher", type=click.Path(dir_okay=False),
               help="Model whose outputs are the targets of --loss distill (default: MODEL).")
 @training_options
+@threads_option
 @verify_option
 def finetune(model: str, output: str | None, steps: int, teacher: str | None, data: str | None,
              loss: str, learning_rate: float, optimizer: str, workdir: str | None,
              resume: bool, checkpoint_every: int, quiet: bool, log: str | None, seed: int,
-             device: str, lr_schedule: str, verify: bool) -> None:
+             device: str, lr_schedule: str, threads: int | None, verify: bool) -> None:
     """Fine-tune MODEL on the loader's training batches."""
     from onnxmorph.errors import DataError
     from onnxmorph.graph.load import load_model
@@ -40,7 +41,7 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
         raise DataError("finetune needs --data loader.py")
     # MODEL's whole stem, as prune does: "a.v2.onnx" → "a.v2.finetuned.onnx".
     out = Path(output) if output else Path(model).with_name(Path(model).stem + ".finetuned.onnx")
-    check_ranges({"--steps": steps, "--lr": learning_rate, "--seed": seed})
+    check_ranges({"--steps": steps, "--lr": learning_rate, "--seed": seed, "--threads": threads})
     for path in (out, log):
         if path is not None:
             check_output_path(path, inputs=[model, data, teacher])
@@ -50,7 +51,7 @@ def finetune(model: str, output: str | None, steps: int, teacher: str | None, da
                            learning_rate=learning_rate, optimizer=optimizer, workdir=folder,
                            seed=seed, log=log, progress=not quiet, resume=resume,
                            checkpoint_every=checkpoint_every, device=device,
-                           lr_schedule=lr_schedule)
+                           lr_schedule=lr_schedule, threads=threads)
     proto = read_model_file(model)
     teacher_model = read_model_file(teacher) if teacher else proto
     check_same_inputs(proto, teacher_model, f"'{model}'", f"teacher '{teacher}'")

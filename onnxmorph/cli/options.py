@@ -44,6 +44,9 @@ latency_device_option = click.option(
     help="Roofline constants: cpu (this machine) or p100, v100, t4, a100, h100.")
 threads_option = click.option(
     "--threads", type=int, help="onnxruntime intra-op threads (default: one per core).")
+batch_option = click.option(
+    "--batch", type=int, default=1, show_default=True,
+    help="Deployment batch size: the latency table and the measured latency use it.")
 
 allow_uncounted_option = click.option(
     "--allow-uncounted", is_flag=True,
@@ -149,7 +152,8 @@ RANGES: dict[str, dict[str, float]] = {
     "--strength": {"at_least": 0}, "--alive-threshold": {"above": 0, "below": 1},
     "--round-to": {"at_least": 1}, "--min-channels": {"at_least": 0},
     "--seed": {"at_least": 0}, "--atol": {"at_least": 0}, "--rtol": {"at_least": 0},
-    "--width": {"above": 0, "at_most": 8},
+    "--width": {"above": 0, "at_most": 8}, "--threads": {"at_least": 1},
+    "--batch": {"at_least": 1},
 }
 
 

@@ -10,6 +10,7 @@ import click
 
 from onnxmorph.cli.options import (
     allow_uncounted_option,
+    batch_option,
     check_ranges,
     input_shape_option,
     json_option,
@@ -69,6 +70,7 @@ METHODS = ["auto", *method_names()]
 @latency_table_option
 @latency_device_option
 @threads_option
+@batch_option
 @click.option("--measure-latency/--no-measure-latency", default=True, show_default=True,
               help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
@@ -82,7 +84,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
           strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           latency_model: str | None, latency_table: str | None, latency_device: str,
-          threads: int | None, measure_latency: bool, input_shapes: tuple[str, ...],
+          threads: int | None, batch: int, measure_latency: bool, input_shapes: tuple[str, ...],
           allow_uncounted: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
@@ -94,7 +96,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
     check_prune_options(model, out, data, log, budget=budget, steps=steps,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
-                        min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
+                        min_channels=min_channels, seed=seed, atol=atol, rtol=rtol,
+                        threads=threads, batch=batch)
     chosen = resolve_method(method, data)
     check_resume(resume, chosen.name, data, steps, finetune_steps, learns=chosen.learns)
     check_request(chosen, target=target, data=data, resume=resume)
@@ -111,7 +114,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
             min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
             calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
             latency_model=latency_model, latency_table=latency_table,
-            latency_device=latency_device, threads=threads, measure_latency=measure_latency,
+            latency_device=latency_device, threads=threads, batch=batch,
+            measure_latency=measure_latency,
             training=dict(steps=steps, finetune_steps=finetune_steps,
                           learning_rate=learning_rate, optimizer=optimizer, loss=loss,
                           strength=strength, alive_threshold=alive_threshold, workdir=folder,
@@ -131,7 +135,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
 def check_prune_options(model: str, out: Path, data: str | None, log: str | None, *,
                         budget: float, steps: int, finetune_steps: int, learning_rate: float,
                         strength: float | None, alive_threshold: float, round_to: str,
-                        min_channels: int, seed: int, atol: float | None, rtol: float) -> None:
+                        min_channels: int, seed: int, atol: float | None, rtol: float,
+                        threads: int | None = None, batch: int = 1) -> None:
     """Everything that can be refused before the model is even read."""
     from onnxmorph.io import check_distinct_outputs, check_output_path, sidecar
     from onnxmorph.methods.select import check_budget
@@ -140,7 +145,8 @@ def check_prune_options(model: str, out: Path, data: str | None, log: str | None
     check_ranges({"--steps": steps, "--finetune-steps": finetune_steps, "--lr": learning_rate,
                   "--strength": strength, "--alive-threshold": alive_threshold,
                   "--round-to": round_to_number(round_to), "--min-channels": min_channels,
-                  "--seed": seed, "--atol": atol, "--rtol": rtol})
+                  "--seed": seed, "--atol": atol, "--rtol": rtol, "--threads": threads,
+                  "--batch": batch})
     outputs = [out, *(sidecar(out, s) for s in ("structure.json", "report.json",
                                                  "structure.png")), log]
     for path in outputs:
@@ -182,8 +188,13 @@ def _print_latency(latency: dict | None) -> None:
         return
     if "predicted" in latency:
         p = latency["predicted"]
-        click.echo(f"latency predicted (weight layers) {p['seed_ms']:.3f} → "
-                   f"{p['pruned_ms']:.3f} ms  ({p['ratio']:.1%})")
+        click.echo(f"latency predicted {p['seed_ms']:.3f} → {p['pruned_ms']:.3f} ms  "
+                   f"({p['ratio']:.1%}; other ops {p['other_ops_ms'][0]:.3f} → "
+                   f"{p['other_ops_ms'][1]:.3f} ms of it)")
+        for op in p["unpriced_ops"]:
+            click.echo(f"NOT PRICED in latency: {op['op_type']} '{op['node']}' ({op['reason']})")
+        if p.get("table_warning"):
+            click.echo(f"warning: latency table: {p['table_warning']}")
     if "error" in latency.get("measured", {}):
         click.echo(f"latency not measured: {latency['measured']['error']}")
     elif "measured" in latency:
