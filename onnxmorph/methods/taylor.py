@@ -87,6 +87,7 @@ def taylor_probe(analysis: Analysis) -> tuple[onnx.ModelProto, dict[str, str]]:
     probe.CopyFrom(analysis.loaded.model)
     graph = probe.graph
     _fold_batchnorms(graph, analysis)
+    _untie_frozen_weights(graph)
     layouts, shapes = analysis.channels.layouts, analysis.loaded.shapes
     inits = {i.name for i in graph.initializer}
     multipliers: dict[str, str] = {}
@@ -136,6 +137,28 @@ def _fold_batchnorms(graph: onnx.GraphProto, analysis: Analysis) -> None:
                                       [node.output[0]], name=f"{prefix}/add"))
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _untie_frozen_weights(graph: onnx.GraphProto) -> None:
+    """Give every node after the first its own copy of an initializer it shares.
+
+    ORT names a gradient `<input>_grad` whether the input trains or not, so two
+    LayerNormalizations reading one frozen scale (the dynamo exporter merges equal-valued
+    weights, e.g. every LayerNorm of a freshly initialised ViT) define it twice and building
+    the probe's gradient graph fails. Nothing but the multipliers trains here, so copies are
+    exact."""
+    inits = {i.name: i for i in graph.initializer}
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        for slot, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = f"{PROBE_PREFIX}/untied_{index}_{slot}"
+                graph.initializer.append(numpy_helper.from_array(
+                    numpy_helper.to_array(inits[name]), copy))
+                node.input[slot] = copy
+            seen.add(name)
 
 
 def _place_after_producers(graph: onnx.GraphProto, inserted: dict[str, onnx.NodeProto]) -> None:
