@@ -33,6 +33,7 @@ _CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
                                       "channel on --data (ORT training)", needs_data=True)
 def taylor_scores(request: MethodInput) -> UnitScores:
     from onnxmorph.training.artifacts import build_training_artifacts
+    from onnxmorph.training.parameters import batchnorm_running_stats, layer_norm_parameters
     from onnxmorph.training.session import TrainingSession
     from onnxmorph.training.trainer import choose_loss, output_name, work_folder
 
@@ -50,7 +51,8 @@ def taylor_scores(request: MethodInput) -> UnitScores:
         # loss and gradient, without ORT 1.19.2's SoftmaxCrossEntropyLoss gradient, which
         # fails on graphs without BatchNormalization ("i < node_->OutputDefs().size()").
         paths = build_training_artifacts(
-            probe, f"{folder}/taylor", trainable=list(multipliers.values()), frozen=None,
+            probe, f"{folder}/taylor", trainable=list(multipliers.values()),
+            frozen=batchnorm_running_stats(probe) + layer_norm_parameters(probe),
             loss="mse" if loss == "mse" else "distill", output_name=output_name(probe),
             cost_output=None, optimizer="sgd")
         session = TrainingSession(paths, learning_rate=0.0)  # gradients only, no updates
