@@ -102,6 +102,7 @@ def prune(
     batch: int = 1,
     measure_latency: bool = False,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -123,6 +124,9 @@ def prune(
     constants), which the report then shows too; `measure_latency` times seed and result in
     onnxruntime (`threads`, also the training sessions' threads) for the report. `batch` is
     the deployment batch size: the latency table and the measured latency use it.
+
+    prune_embedding makes a transformer's embedding dimension (the residual stream through
+    every LayerNormalization, positional embedding, projection and the head) one group.
     """
     _check_arguments(method, target, budget, 1, min_channels)
     check_tolerances(atol, rtol)
@@ -134,7 +138,8 @@ def prune(
     method = chosen.name
     check_request(chosen, target=target, data=data,
                   resume=bool((training or {}).get("resume")))
-    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
+                       prune_embedding=prune_embedding)
     _check_batch(analysis, batch)
     if verify:
         check_seed_runs(analysis)

@@ -53,6 +53,12 @@ allow_uncounted_option = click.option(
     help="Go on when some node's MACs cannot be counted (custom op, unknown shape); "
          "the report lists those nodes.")
 
+prune_embedding_option = click.option(
+    "--prune-embedding", is_flag=True,
+    help="Transformers: make the embedding dimension (the residual stream through every "
+         "LayerNormalization, projection, positional embedding and the head) one prunable "
+         "group. Off, it stays (a boundary with a reason).")
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 

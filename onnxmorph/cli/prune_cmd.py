@@ -17,6 +17,7 @@ from onnxmorph.cli.options import (
     latency_device_option,
     latency_model_option,
     latency_table_option,
+    prune_embedding_option,
     round_to_number,
     round_to_option,
     steps_options,
@@ -75,6 +76,7 @@ METHODS = ["auto", *method_names()]
               help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
 @allow_uncounted_option
+@prune_embedding_option
 @json_option
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
           budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
@@ -85,7 +87,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           latency_model: str | None, latency_table: str | None, latency_device: str,
           threads: int | None, batch: int, measure_latency: bool, input_shapes: tuple[str, ...],
-          allow_uncounted: bool, as_json: bool) -> None:
+          allow_uncounted: bool, prune_embedding: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -113,6 +115,7 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
             input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
             min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
             calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
+            prune_embedding=prune_embedding,
             latency_model=latency_model, latency_table=latency_table,
             latency_device=latency_device, threads=threads, batch=batch,
             measure_latency=measure_latency,

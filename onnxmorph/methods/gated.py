@@ -83,7 +83,8 @@ def learn_structure(
     trained = analyze(LoadedModel(model=log.pop("model"), shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
                                   source=analysis.loaded.source),
-                      allow_uncounted=bool(analysis.uncounted))  # as the user allowed
+                      allow_uncounted=bool(analysis.uncounted),  # as the user allowed
+                      prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(trained, alive, probs)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
