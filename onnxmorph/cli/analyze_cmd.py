@@ -15,8 +15,8 @@ from onnxmorph.cli.options import (
     latency_device_option,
     latency_model_option,
     latency_table_option,
-    threads_option,
     prune_embedding_option,
+    threads_option,
 )
 from onnxmorph.cli.table import format_count, render_table
 
