@@ -128,6 +128,8 @@ def prune(
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
+    if (training or {}).get("reinit") and data is None:
+        raise PruningError("--reinit trains the pruned structure from scratch: it needs --data")
     if method == "auto":
         method = "gates" if data is not None else "l1"
     chosen = get_method(method)

@@ -151,16 +151,7 @@ def _kept_by_rules(open_units: np.ndarray, groups, rules: SelectionRules) -> np.
 
 def _training_data(data, seed_model: onnx.ModelProto, options):
     """Batches of one shape, the loss the labels call for, and the seed as teacher."""
-    from onnxmorph.errors import DataError
-    from onnxmorph.training.data import DataSource
-    from onnxmorph.training.prepare import SameShapeBatches, batch_shapes
-    from onnxmorph.training.trainer import Teacher, choose_loss
+    from onnxmorph.methods.training_data import training_data
 
-    source = DataSource.for_model(data, seed_model)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    teacher = Teacher(seed_model) if loss == "distill" else None
-    return SameShapeBatches(source, shapes), loss, shapes, teacher
+    prepared = training_data(data, seed_model, options)
+    return prepared.source, prepared.loss, prepared.shapes, prepared.teacher

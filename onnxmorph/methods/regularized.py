@@ -41,10 +41,12 @@ from onnxmorph.training.regularizers import (
     cost_weights,
     insert_regularizer,
 )
+from onnxmorph.training.schedules import learning_rate
 from onnxmorph.training.session import TrainingSession, model_with_values
 from onnxmorph.training.trainer import (
     TrainOptions,
     endless,
+    loss_settings,
     output_name,
     target_for,
     work_folder,
@@ -179,7 +181,7 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
     paths = build_training_artifacts(
         model, folder, trainable=default_trainable(model, [output_name(model)]), frozen=None,
         loss=loss, output_name=output_name(model), cost_output=COST_OUTPUT,
-        optimizer=options.optimizer,
+        optimizer=options.optimizer, **loss_settings(options, loss),
     )
     session = TrainingSession(paths, learning_rate=options.learning_rate,
                               device=options.device, threads=options.threads)
@@ -193,6 +195,8 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
         options.log_started = True
         for step in range(options.steps):
             batch = next(batches)
+            session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
+                                                    step, options.steps, phase="structure"))
             result = session.train_step({**batch.inputs, WEIGHTS_INPUT: weights},
                                         target_for(batch, loss, teacher), controller.lam)
             if step % _CONTROL_EVERY == 0 or step == options.steps - 1:

@@ -35,8 +35,16 @@ from onnxmorph.training.data import DataSource
 from onnxmorph.training.gates import PREFIX, _GateNodes, _splice
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress, TrainingLog
+from onnxmorph.training.schedules import learning_rate
 from onnxmorph.training.session import TrainingSession
-from onnxmorph.training.trainer import Teacher, TrainOptions, endless, output_name, target_for
+from onnxmorph.training.trainer import (
+    Teacher,
+    TrainOptions,
+    endless,
+    loss_settings,
+    output_name,
+    target_for,
+)
 
 PARAM_PREFIX = f"{PREFIX}/polarization"
 
@@ -201,7 +209,8 @@ def train_polarized(
                  if not n.startswith(PREFIX)] + polarized.param_names
     paths = build_training_artifacts(
         model, folder, trainable=trainable, frozen=None, loss=loss,
-        output_name=output_name(model), cost_output=None, optimizer=options.optimizer)
+        output_name=output_name(model), cost_output=None, optimizer=options.optimizer,
+        **loss_settings(options, loss))
     session = TrainingSession(paths, learning_rate=options.learning_rate,
                               device=options.device, threads=options.threads)
     units = polarized.gated_units
@@ -230,6 +239,8 @@ def train_polarized(
         options.log_started = True
         for index in range(options.steps):
             batch = next(batches)
+            session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
+                                                    index, options.steps, phase="structure"))
             result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
             thresholds = controller.lam * cost_derivative(expr, alive)[units] / norm
             a = step.apply(session, a, thresholds, polarized)
