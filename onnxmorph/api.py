@@ -132,6 +132,8 @@ def prune(
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
+    if (training or {}).get("reinit") and data is None:
+        raise PruningError("--reinit trains the pruned structure from scratch: it needs --data")
     if batch < 1 or (threads is not None and threads < 1):
         raise PruningError("--batch and --threads must be at least 1")
     chosen = resolve_method(method, data)
