@@ -33,6 +33,16 @@ def write_structure_plot(structure: dict, path: str | os.PathLike,
 
     Returns False, writing nothing, when matplotlib is not installed.
     """
+    png = structure_plot_png(structure, history)
+    if png is None:
+        return False
+    write_atomic(path, png)
+    return True
+
+
+def structure_plot_png(structure: dict, history: list[dict] | None = None) -> bytes | None:
+    """The PNG's bytes (None without matplotlib): drawn before any file is opened, so a
+    result's files are all written as bytes, and a failing write names the PNG itself."""
     try:
         import matplotlib  # noqa: F401  (first: a blocked `matplotlib` must stop it all)
 
@@ -40,7 +50,7 @@ def write_structure_plot(structure: dict, path: str | os.PathLike,
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        return False
+        return None
 
     layers = list(structure.get("layers", {}).items())
     history = [row for row in (history or []) if "step" in row]
@@ -59,8 +69,7 @@ def write_structure_plot(structure: dict, path: str | os.PathLike,
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue())
-    return True
+    return buffer.getvalue()
 
 
 def _draw_channels(ax, layers: list[tuple[str, dict]]) -> None:
