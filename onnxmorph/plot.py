@@ -107,8 +107,10 @@ def _draw_transformer(axes, transformer: dict) -> None:
             ax.annotate(f"{row[after]}/{row[before]}", (x + 0.2, row[after]), ha="center",
                         va="bottom", fontsize=7)
         ax.set_xticks(list(positions))
-        ax.set_xticklabels([short_name(r["name"], r.get("op")) for r in rows], rotation=60,
-                           ha="right", fontsize=7)
+        # Three parts: attention layers' own names repeat per block (…/MatMul_2).
+        ax.set_xticklabels([short_name(r["name"], r.get("op"), parts=3, width=36)
+                            for r in rows], rotation=60, ha="right", fontsize=7)
+        ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(unit)
         ax.set_title(f"{unit} per {'attention layer' if before == 'heads_before' else 'block'}")
         ax.grid(axis="y", alpha=0.3)

@@ -224,3 +224,19 @@ def test_a_shape_read_pins_only_the_axes_it_reads(whole):
     assert group.prunable != whole
     if whole:
         assert "Shape 'shape'" in group.reason
+
+
+def test_vit_sample_prunes_its_embedding():
+    """samples/vit_seed.onnx (opset 17, LayerNormalization, class token): the embedding is one
+    group with the heads and MLP units; the L1 half verifies and shows in the structure."""
+    import pathlib
+
+    sample = pathlib.Path(__file__).resolve().parents[2] / "samples" / "vit_seed.onnx"
+    if not sample.exists():
+        pytest.skip("the ViT sample is not built")
+    result = onnxmorph.prune(sample, method="l1", budget=0.5, prune_embedding=True)
+    assert result.extra["verify"]["passed"]
+    section = result.structure["transformer"]
+    assert section["embedding"]["channels_after"] < section["embedding"]["channels_before"]
+    assert len(section["attention"]) == len(section["mlp"]) >= 2
+    assert result.report()["ratio"]["macs"] <= 0.5
