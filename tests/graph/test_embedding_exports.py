@@ -93,3 +93,11 @@ def test_swin_prunes_each_stage_embedding():
         batch_feeds = feeds(name, batch, 0, seed=batch)
         assert_close(run(result.model, batch_feeds), _zeroed_outputs(reference, batch_feeds),
                      f"batch {batch}")
+
+
+@pytest.mark.parametrize("name,op", [("bert_op17_ts", "Gather"), ("vit_op17_dynamo", "Expand"),
+                                     ("vit_op17_ts", "LayerNormalization")])
+def test_without_the_option_the_reasons_name_it(name, op):
+    analysis = analyze(path(name), input_shapes(name))
+    reasons = [g.reason for g in analysis.groups if g.reason and g.reason.startswith(op)]
+    assert reasons and all("--prune-embedding" in r for r in reasons), reasons

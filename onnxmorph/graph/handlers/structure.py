@@ -101,13 +101,15 @@ def _python_slice(start: int, end: int, step: int) -> slice:
 def gather(ctx: NodeContext) -> Coupling:
     layout, shape, indices = ctx.in_layouts[0], ctx.in_shapes[0], ctx.const(1)
     table, out = ctx.const(0), ctx.out_shapes[0]
-    if ctx.prune_embedding and table is not None and indices is None and table.ndim == 2 \
-            and _axis(ctx, 2) == 0 and out and out[-1] == table.shape[1] > 1:
+    lookup = table is not None and indices is None and table.ndim == 2 \
+        and _axis(ctx, 2) == 0 and bool(out) and out[-1] == table.shape[1] > 1
+    if lookup and ctx.prune_embedding:
         # An embedding lookup (words, positions, segments): the table's columns are the
         # embedding's channels, sliced with them.
         return Coupling(outputs=[Fresh(axis=len(out) - 1, count=table.shape[1])])
     if layout is None or shape is None or indices is None:
-        return ctx.boundary(f"Gather '{ctx.name}' has indices computed at run time")
+        hint = " (an embedding lookup: --prune-embedding prunes its columns)" if lookup else ""
+        return ctx.boundary(f"Gather '{ctx.name}' has indices computed at run time{hint}")
     axis = _axis(ctx, len(shape))
     if axis in layout.axes and single_axis(layout) and indices.ndim == 1:
         return Coupling(outputs=[Layout(layout.axes, layout.ids[indices])])
