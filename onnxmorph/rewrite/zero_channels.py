@@ -48,6 +48,7 @@ def zero_removed_channels(
         if inp.name in new_nodes:
             ordered.append(new_nodes[inp.name])
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    axes_inputs = _int_constants(graph)
     for node in graph.node:
         original_input = node.input[0] if node.input else ""
         for index, name in enumerate(node.input):
@@ -57,7 +58,7 @@ def zero_removed_channels(
         layout, shape = layouts.get(original_input), shapes.get(original_input)
         if _normalises_removed(node, mask, layout, shape, used):
             ordered.extend(_masked_layer_norm(node, mask, graph))
-        elif _averages_removed(node, mask, layout, shape):
+        elif _averages_removed(node, mask, layout, shape, axes_inputs):
             ordered.extend(_masked_mean(node, mask, graph))
         else:
             ordered.append(node)
@@ -115,7 +116,7 @@ def _masked_layer_norm(node: onnx.NodeProto, mask: np.ndarray,
 
 
 def _averages_removed(node: onnx.NodeProto, mask: np.ndarray | None, layout: Layout | None,
-                      shape: tuple[int, ...] | None) -> bool:
+                      shape: tuple[int, ...] | None, axes_inputs: dict[str, list[int]]) -> bool:
     """A ReduceMean over exactly the last axis, whose input lost channels there."""
     if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
         return False
@@ -123,8 +124,10 @@ def _averages_removed(node: onnx.NodeProto, mask: np.ndarray | None, layout: Lay
         return False
     last = len(shape) - 1
     axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1:
+        axes = axes_inputs.get(node.input[1])  # opset 18: axes as a constant input
     if axes is None:
-        return False  # axes as an input (opset 18): left as it is, and verify judges it
+        return False  # every axis: not a mean over the channels alone
     return layout.axes == (last,) and [a % len(shape) for a in axes] == [last]
 
 
@@ -148,3 +151,12 @@ def _masked_mean(node: onnx.NodeProto, mask: np.ndarray,
         helper.make_node("Mul", [f"{prefix}_all", f"{prefix}_scale"], [node.output[0]],
                          name=f"{prefix}_scaled"),
     ]
+
+
+def _int_constants(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """int64 vectors of initializers and Constant nodes (ReduceMean's axes at opset 18)."""
+    tensors = [(i.name, i) for i in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
+    return {name: numpy_helper.to_array(t).ravel().tolist() for name, t in tensors
+            if t.data_type == onnx.TensorProto.INT64 and len(t.dims) <= 1}

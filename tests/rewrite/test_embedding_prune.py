@@ -240,3 +240,16 @@ def test_vit_sample_prunes_its_embedding():
     assert section["embedding"]["channels_after"] < section["embedding"]["channels_before"]
     assert len(section["attention"]) == len(section["mlp"]) >= 2
     assert result.report()["ratio"]["macs"] <= 0.5
+
+
+def test_decomposed_layer_norm_at_opset_18_reads_its_axes_input():
+    """Opset 18 moves ReduceMean's axes to an input; the reference still averages over the
+    kept channels (and the pruned model verifies)."""
+    from onnx import version_converter
+
+    seed = version_converter.convert_version(encoder_model(opset=14), 18)
+    assert any(n.op_type == "ReduceMean" and len(n.input) == 2 for n in seed.graph.node)
+    result = onnxmorph.prune(seed, method="l1", budget=0.5, prune_embedding=True, round_to=1)
+    assert result.extra["verify"]["passed"]
+    assert result.structure["transformer"]["embedding"]["channels_after"] < 16
+    assert_matches_zeroed_seed(result, seed, "x", (6, 5))
