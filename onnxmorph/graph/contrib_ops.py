@@ -46,8 +46,9 @@ def untrainable_contrib_message(model: onnx.ModelProto) -> str | None:
     return ("this model cannot be trained (gates, gdp, regularizers, taylor, fine-tuning): "
             f"onnxruntime-training has no gradient for com.microsoft {first.op_type} "
             f"'{first.name or first.output[0]}' ({_WHAT.get(first.op_type, 'a contrib op')})"
-            f"{listed} ({len(nodes)} nodes); prune it without --data (--method l1, uniform or "
-            "fpgm), or export it before onnxruntime's transformer optimizer fuses it")
+            f"{listed} ({len(nodes)} nodes); prune it without training (--method l1, uniform "
+            "or fpgm; apoz or activation with --finetune-steps 0), or export it before "
+            "onnxruntime's transformer optimizer fuses it")
 
 
 def is_contrib(node: onnx.NodeProto) -> bool:
