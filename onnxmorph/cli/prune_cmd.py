@@ -26,7 +26,13 @@ from onnxmorph.cli.options import (
     verify_option,
 )
 from onnxmorph.cli.table import format_count
-from onnxmorph.methods.registry import DEFAULT_CALIBRATION_BATCHES, method_help, method_names
+from onnxmorph.methods.registry import (
+    DEFAULT_CALIBRATION_BATCHES,
+    check_request,
+    method_help,
+    method_names,
+    resolve_method,
+)
 
 METHODS = ["auto", *method_names()]
 
@@ -92,7 +98,9 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol,
                         threads=threads, batch=batch)
-    check_resume(resume, method, data, steps, finetune_steps)
+    chosen = resolve_method(method, data)
+    check_resume(resume, chosen.name, data, steps, finetune_steps, learns=chosen.learns)
+    check_request(chosen, target=target, data=data, resume=resume)
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,

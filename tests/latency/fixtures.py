@@ -30,14 +30,16 @@ def synthetic_op_ms(channels: int) -> float:
     return 0.01 + 2e-3 * channels
 
 
-def synthetic_table(analysis, key: dict | None = None, ops: bool = False) -> LatencyTable:
-    """Weight layers priced by synthetic_latency; with `ops`, the other ops by
-    synthetic_op_ms of their seed channels (else the table prices weight layers only)."""
+def synthetic_table(analysis, key: dict | None = None, step: int = 8,
+                    ops: bool = False) -> LatencyTable:
+    """Weight layers priced by synthetic_latency, on a grid of channel step `step` (1 prices
+    the few channels of a tiny net); with `ops`, the other ops by synthetic_op_ms of their
+    seed channels (else the table prices weight layers only)."""
     layers, configs = {}, {}
     for spec in weight_layers(analysis):
         grid_in = [spec.in_full] if spec.depthwise else grid_counts(spec.in_full,
-                                                                    spec.in_variable, 8)
-        grid_out = grid_counts(spec.out_full, spec.out_variable, 8)
+                                                                    spec.in_variable, step)
+        grid_out = grid_counts(spec.out_full, spec.out_variable, step)
         values = [[synthetic_latency(cout if spec.depthwise else cin, cout) for cout in grid_out]
                   for cin in grid_in]
         layers[spec.name] = spec.name
