@@ -28,7 +28,8 @@ def measured_table(analysis: Analysis, *, runtime: str = "ort-cpu", threads: int
         raise OnnxMorphError(f"unknown runtime '{runtime}'; use one of {', '.join(RUNTIMES)}")
     if batch < 1 or (threads is not None and threads < 1):
         raise OnnxMorphError("--batch and --threads must be at least 1")
-    check_batch(analysis, batch)
+    if batch != 1:  # 1 is the default: a fixed-batch model keeps today's behaviour
+        check_batch(analysis, batch)
     loaded = analysis.loaded
     key = table_key(loaded.model, loaded.input_shapes, runtime, threads, batch, GRID_NAME)
     path = Path(table_path) if table_path else cache_path(key)
