@@ -15,6 +15,7 @@ from onnxmorph.cli.options import (
     latency_device_option,
     latency_model_option,
     latency_table_option,
+    prune_embedding_option,
     threads_option,
 )
 from onnxmorph.cli.table import format_count, render_table
@@ -26,21 +27,23 @@ from onnxmorph.cli.table import format_count, render_table
 @json_option
 @click.option("--all-groups", is_flag=True, help="List non-prunable groups too.")
 @allow_uncounted_option
+@prune_embedding_option
 @latency_model_option
 @latency_table_option
 @latency_device_option
 @threads_option
 @batch_option
 def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups: bool,
-            allow_uncounted: bool, latency_model: str | None, latency_table: str | None,
-            latency_device: str, threads: int | None, batch: int) -> None:
+            allow_uncounted: bool, prune_embedding: bool, latency_model: str | None,
+            latency_table: str | None, latency_device: str, threads: int | None,
+            batch: int) -> None:
     """Show MACs, parameters (and, when asked, predicted latency) and the channel groups."""
     from onnxmorph.graph import analyze as run_analysis
     from onnxmorph.graph import parse_input_shapes
 
     check_ranges({"--threads": threads, "--batch": batch})
     result = run_analysis(model, parse_input_shapes(input_shapes),
-                          allow_uncounted=allow_uncounted)
+                          allow_uncounted=allow_uncounted, prune_embedding=prune_embedding)
     summary = result.to_dict()
     if latency_model or latency_table:
         from onnxmorph.latency import latency_model as build_latency

@@ -17,6 +17,7 @@ from onnxmorph.cli.options import (
     latency_device_option,
     latency_model_option,
     latency_table_option,
+    prune_embedding_option,
     round_to_number,
     round_to_option,
     steps_options,
@@ -56,6 +57,10 @@ METHODS = ["auto", *method_names()]
 @click.option("--strength", type=float,
               help="Fixed regularisation strength λ (morph-net style) instead of the budget "
                    "controller; the final structure still respects --budget.")
+@click.option("--reinit", is_flag=True,
+              help="Re-initialise the pruned structure's weights as PyTorch does (seeded by "
+                   "--seed) and train it from scratch for --finetune-steps: the control of "
+                   "whether the structure itself is better.")
 @click.option("--alive-threshold", type=float, default=0.1, show_default=True,
               help="A channel lives while its gate probability is above this.")
 @round_to_option
@@ -75,17 +80,20 @@ METHODS = ["auto", *method_names()]
               help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
 @allow_uncounted_option
+@prune_embedding_option
 @json_option
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
-          budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
+          budget: float, data: str | None, loss: str, distill_temperature: float,
+          distill_weight: float, learning_rate: float, optimizer: str,
           workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
           log: str | None, seed: int, device: str, lr_schedule: str, steps: int,
           finetune_steps: int,
-          strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
+          strength: float | None, reinit: bool, alive_threshold: float, round_to: str,
+          min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           latency_model: str | None, latency_table: str | None, latency_device: str,
           threads: int | None, batch: int, measure_latency: bool, input_shapes: tuple[str, ...],
-          allow_uncounted: bool, as_json: bool) -> None:
+          allow_uncounted: bool, prune_embedding: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -101,16 +109,21 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
     chosen = resolve_method(method, data)
     check_resume(resume, chosen.name, data, steps, finetune_steps, learns=chosen.learns)
     check_request(chosen, target=target, data=data, resume=resume)
+    resumable = chosen.resumable
+    check_ranges({"--distill-temperature": distill_temperature,
+                  "--distill-weight": distill_weight})
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,
-                           owned=workdir is None) if data else contextlib.nullcontext()
+                           owned=workdir is None, unresumable=None if resumable else method
+                           ) if data else contextlib.nullcontext()
     with run:
         result = run_prune(
             model, method=method, target=target, budget=budget, data=data,
             input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
             min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
             calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
+            prune_embedding=prune_embedding,
             latency_model=latency_model, latency_table=latency_table,
             latency_device=latency_device, threads=threads, batch=batch,
             measure_latency=measure_latency,
@@ -119,7 +132,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                           strength=strength, alive_threshold=alive_threshold, workdir=folder,
                           seed=seed, log=log, progress=not (as_json or quiet), resume=resume,
                           checkpoint_every=checkpoint_every, device=device,
-                          lr_schedule=lr_schedule),
+                          lr_schedule=lr_schedule, distill_temperature=distill_temperature,
+                          distill_weight=distill_weight, reinit=reinit),
         )
         paths = result.save(out)
     report = result.report()

@@ -30,11 +30,11 @@ def synthetic_op_ms(channels: int) -> float:
     return 0.01 + 2e-3 * channels
 
 
-def synthetic_table(analysis, key: dict | None = None, step: int = 8,
-                    ops: bool = False) -> LatencyTable:
-    """Weight layers priced by synthetic_latency, on a grid of channel step `step` (1 prices
-    the few channels of a tiny net); with `ops`, the other ops by synthetic_op_ms of their
-    seed channels (else the table prices weight layers only)."""
+def synthetic_table(analysis, key: dict | None = None, ops: bool = False,
+                    step: int = 8) -> LatencyTable:
+    """Weight layers priced by synthetic_latency; with `ops`, the other ops by
+    synthetic_op_ms of their seed channels (else the table prices weight layers only).
+    `step`: the grid's channel step (1 prices the few channels of a tiny net)."""
     layers, configs = {}, {}
     for spec in weight_layers(analysis):
         grid_in = [spec.in_full] if spec.depthwise else grid_counts(spec.in_full,
