@@ -17,9 +17,9 @@ from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
 from onnxmorph.methods.registry import (
     DEFAULT_CALIBRATION_BATCHES,
     MethodInput,
-    check_data,
-    get_method,
+    check_request,
     method_names,
+    resolve_method,
 )
 from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
 from onnxmorph.plot import SKIP_NOTE, structure_plot_png
@@ -104,12 +104,12 @@ def prune(
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
-    method "l1" ranks channels by weight magnitude and needs no data; "uniform" shrinks every
-    layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
-    `data` (a loader file); "fpgm" ranks by distance to the layer's geometric median (no
-    data); "apoz", "activation" and "taylor" rank on `calibration_batches` batches of `data`;
-    "auto" picks "gates" when data is given, else "l1". With data, the one-shot methods
-    fine-tune the pruned model on it (`training["finetune_steps"]`). `METHODS` lists them all.
+    `method` is one of the registry's (onnxmorph/methods/registry.py; `METHODS` lists them,
+    the README says when to choose each): one-shot criteria ("l1", "fpgm", "apoz",
+    "activation", "taylor"), "uniform", or structure learning on `data` (a loader file):
+    "gates", "gdp", "gamma", "group-lasso". "auto" picks "gates" when data is given, else
+    "l1". Criteria that read data use `calibration_batches` batches of it; with data, the
+    one-shot methods fine-tune the pruned model on it (`training["finetune_steps"]`).
     `training` takes TrainOptions' fields, e.g. {"optimizer": "ranger", "ranger": {...},
     "lr_schedule": "one-cycle"} (onnxmorph/training/ranger.py, schedules.py).
 
@@ -126,10 +126,10 @@ def prune(
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
-    if method == "auto":
-        method = "gates" if data is not None else "l1"
-    chosen = get_method(method)
-    check_data(chosen, data)
+    chosen = resolve_method(method, data)
+    method = chosen.name
+    check_request(chosen, target=target, data=data,
+                  resume=bool((training or {}).get("resume")))
     analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
     if verify:
         check_seed_runs(analysis)
@@ -178,11 +178,13 @@ def prune(
 
 
 def _check_trained_result(result: PruneResult, data) -> None:
-    """A trained result: its slice was verified before training (gates: with the gates
-    folded); the trained model must pass the checker, load and run like the seed."""
-    if result.method == "gates":
-        require_passed(result.extra.get("verify_gates_folded", {}),
-                       "verify (gates folded, before fine-tuning)")
+    """A trained result: a method that sliced by itself verified its slice before training
+    (gates with the gates folded, gdp with them absorbed, …: its "verify_…" entries), which
+    must have passed; the trained model must pass the checker, load and run like the seed."""
+    for key, check in result.extra.items():
+        if key.startswith("verify_") and isinstance(check, dict) and "passed" in check:
+            require_passed(check, f"verify ({key.removeprefix('verify_').replace('_', ' ')}, "
+                                  "before fine-tuning)")
     if data is not None:
         loaded = result.analysis.loaded
         result.extra["postconditions"] = check_trained(loaded.model, result.model,

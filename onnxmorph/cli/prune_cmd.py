@@ -27,9 +27,10 @@ from onnxmorph.cli.options import (
 from onnxmorph.cli.table import format_count
 from onnxmorph.methods.registry import (
     DEFAULT_CALIBRATION_BATCHES,
-    get_method,
+    check_request,
     method_help,
     method_names,
+    resolve_method,
 )
 
 METHODS = ["auto", *method_names()]
@@ -94,12 +95,14 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
                         min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
-    resumable = method == "auto" or get_method(method).resumable
-    check_resume(resume, method, data, steps, finetune_steps, resumable)
+    chosen = resolve_method(method, data)
+    check_resume(resume, chosen.name, data, steps, finetune_steps, learns=chosen.learns)
+    check_request(chosen, target=target, data=data, resume=resume)
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
+    unresumable = None if chosen.resumable else chosen.name
     run = checkpointed_run(folder, click.get_current_context().params, resume,
-                           owned=workdir is None, unresumable=None if resumable else method
+                           owned=workdir is None, unresumable=unresumable
                            ) if data else contextlib.nullcontext()
     with run:
         result = run_prune(

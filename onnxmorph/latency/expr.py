@@ -37,6 +37,18 @@ class LatencyExpr:
         forms = self.forms_of.forms(alive)
         return self.tables(forms[self.input_forms], forms[self.output_forms])
 
+    def derivative(self, alive: np.ndarray) -> np.ndarray:
+        """∂latency/∂alive_u at `alive`, as CostExpr.derivative: each layer's table sloped
+        at its alive counts (from below on a knot), chained through the MAC model's forms.
+        A measured table can dip where a width fits the runtime's blocks better; the slope
+        is floored at 0, since a regularizer or proximal step with a negative weight would
+        grow a channel to save time, which channels never do here."""
+        forms = self.forms_of.forms(alive)
+        dx, dy = self.tables.partials(forms[self.input_forms], forms[self.output_forms])
+        per_form = (np.bincount(self.input_forms, weights=dx, minlength=forms.size)
+                    + np.bincount(self.output_forms, weights=dy, minlength=forms.size))
+        return np.maximum(self.forms_of.chain(per_form), 0.0)
+
     # Same call interface as CostExpr, from the same code: total and per-layer sums of terms.
     __call__ = CostExpr.__call__
     by_layer = CostExpr.by_layer

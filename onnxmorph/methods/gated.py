@@ -18,7 +18,6 @@ from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
 from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
-from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
@@ -31,14 +30,14 @@ from onnxmorph.training.prepare import (
     training_copy,
 )
 from onnxmorph.training.progress import Progress, TrainingLog
-from onnxmorph.training.ranger import make_ranger
-from onnxmorph.training.schedules import learning_rate
-from onnxmorph.training.session import TrainingSession, model_with_values
+from onnxmorph.training.session import model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
     endless,
     output_name,
+    phase_session,
+    scheduled_rate,
     target_for,
     work_folder,
 )
@@ -140,15 +139,10 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
                        "history": state["rows"]}
     trainable = [n for n in default_trainable(model, [output_name(model)])
                  if not n.startswith(PREFIX)] + gated.logit_names
-    paths = build_training_artifacts(
-        model, folder, trainable=trainable, frozen=None, loss=loss,
-        output_name=output_name(model), cost_output=COST_OUTPUT, optimizer=options.optimizer,
-    )
-    session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              checkpoint=loaded.ort_path if loaded else None,
-                              device=options.device, threads=options.threads,
-                              ranger=make_ranger(options, model, paths.trainable,
-                                                 skip=gated.logit_names))
+    session = phase_session(model, folder, options, loss, trainable=trainable,
+                            cost_output=COST_OUTPUT,
+                            checkpoint=loaded.ort_path if loaded else None,
+                            own_step=gated.logit_names)
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     rng = np.random.default_rng(options.seed)
@@ -182,8 +176,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         for step in range(start, options.steps):
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
-            session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
-                                                    step, options.steps, phase="structure"))
+            rate = scheduled_rate(session, options, step, options.steps, "structure")
             before = gate_optimizer.snapshot(session)
             result = session.train_step(feeds, target_for(batch, loss, teacher),
                                         controller.lam)
@@ -192,7 +185,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
                 probs = gated.probabilities(session.parameters())
                 ratio = expr(probs > options.alive_threshold) / seed_cost
                 row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
-                       "cost": result.cost, "alive_cost_ratio": ratio, "lambda": controller.lam,
+                       "learning_rate": rate, "cost": result.cost, "alive_cost_ratio": ratio,
+                       "lambda": controller.lam,
                        "alive": {str(g.id): int((probs[g.units] > options.alive_threshold)
                                                 .sum()) for g in gated.groups}}
                 rows.append(row)

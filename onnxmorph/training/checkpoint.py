@@ -187,20 +187,15 @@ def default_workdir(output: str | os.PathLike) -> Path:
 
 
 def check_resume(resume: bool, method: str, data: str | None, steps: int,
-                 finetune_steps: int, resumable: bool = True) -> None:
-    """--resume where nothing trains (no --data, or no steps to run) would be ignored; a
-    method whose structure learning keeps no checkpoint (`resumable` False) cannot resume."""
+                 finetune_steps: int, learns: bool) -> None:
+    """--resume where nothing trains (no --data, or no steps to run) would be ignored.
+    `learns`: the method trains to learn the structure (its registry entry says)."""
     if not resume:
         return
     if data is None:
         raise TrainingError("--resume continues an interrupted training run, and without "
                             "--data nothing trains: pass the same --data as the run to resume")
-    if not resumable:
-        raise TrainingError(f"--resume: --method {method} keeps no checkpoint of its structure "
-                            "learning, so an interrupted run cannot be continued; run the "
-                            "command again without --resume")
-    learns = method in ("auto", "gates") and steps > 0
-    if not learns and finetune_steps <= 0:
+    if not (learns and steps > 0) and finetune_steps <= 0:
         raise TrainingError(f"--resume has nothing to continue: --method {method} with "
                             "--finetune-steps 0 trains nothing; drop --resume")
 

@@ -171,15 +171,8 @@ def finetune(
         options.log_started = True
         return model_with_values(model, loaded.arrays)
     with work_folder() as folder:
-        paths = build_training_artifacts(
-            model, f"{folder}/{label}", trainable=default_trainable(model, [output_name(model)]),
-            frozen=None, loss=loss, output_name=output_name(model), cost_output=None,
-            optimizer=options.optimizer,
-        )
-        session = TrainingSession(paths, learning_rate=options.learning_rate,
-                                  checkpoint=loaded.ort_path if loaded else None,
-                                  device=options.device, threads=options.threads,
-                                  ranger=make_ranger(options, model, paths.trainable))
+        session = phase_session(model, f"{folder}/{label}", options, loss,
+                                checkpoint=loaded.ort_path if loaded else None)
         batches = endless(data, checkpoints.resumed_batches())
         start = checkpoints.start
         with TrainingLog(options.log, append=options.log_started, resume_at=log_offset) as log, \
@@ -188,8 +181,7 @@ def finetune(
             options.log_started = True
             for step in range(start, steps):
                 batch = next(batches)
-                rate = learning_rate(options.lr_schedule, options.learning_rate, step, steps)
-                session.set_learning_rate(rate)
+                rate = scheduled_rate(session, options, step, steps, "finetune")
                 result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
                 log.write({"phase": "finetune", "step": step, "task_loss": result.task_loss,
                            "learning_rate": float(rate)})
@@ -201,3 +193,33 @@ def finetune(
             values = session.parameters()
             checkpoints.save(steps, {"log_offset": log.offset()}, values, done=True)
         return model_with_values(model, values)
+
+
+def phase_session(
+    model: onnx.ModelProto, folder: str, options: TrainOptions, loss: str, *,
+    trainable: list[str] | None = None, cost_output: str | None = None,
+    checkpoint: str | None = None, own_step: list[str] | tuple[str, ...] = (),
+) -> TrainingSession:
+    """The training session of one phase of any method: artifacts for `options.optimizer`,
+    Ranger in numpy when it is asked for, the device and threads. Every method builds its
+    sessions here, so none can leave out an option. `trainable`: default_trainable's choice
+    when None; `own_step`: trainable parameters the method moves itself after each step (gate
+    logits, GDP gates), which Ranger leaves alone; `checkpoint`: an ORT state to resume."""
+    if trainable is None:
+        trainable = default_trainable(model, [output_name(model)])
+    paths = build_training_artifacts(
+        model, folder, trainable=list(trainable), frozen=None, loss=loss,
+        output_name=output_name(model), cost_output=cost_output, optimizer=options.optimizer,
+    )
+    return TrainingSession(paths, learning_rate=options.learning_rate, checkpoint=checkpoint,
+                           device=options.device, threads=options.threads,
+                           ranger=make_ranger(options, model, paths.trainable, skip=own_step))
+
+
+def scheduled_rate(session: TrainingSession, options: TrainOptions, step: int, total: int,
+                   phase: str) -> float:
+    """Set the session's rate for step `step` of `total` under `--lr-schedule` (phase
+    "structure" or "finetune", schedules.py); returns it for the log."""
+    rate = learning_rate(options.lr_schedule, options.learning_rate, step, total, phase=phase)
+    session.set_learning_rate(rate)
+    return rate

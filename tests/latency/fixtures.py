@@ -25,12 +25,13 @@ def synthetic_latency(cin: float, cout: float) -> float:
     return 0.02 + 1e-3 * cin * cout ** 1.3 + 4e-3 * np.sqrt(cout)
 
 
-def synthetic_table(analysis, key: dict | None = None) -> LatencyTable:
+def synthetic_table(analysis, key: dict | None = None, step: int = 8) -> LatencyTable:
+    """`step`: the grid's channel step (1 prices the few channels of a tiny net)."""
     layers, configs = {}, {}
     for spec in weight_layers(analysis):
         grid_in = [spec.in_full] if spec.depthwise else grid_counts(spec.in_full,
-                                                                    spec.in_variable, 8)
-        grid_out = grid_counts(spec.out_full, spec.out_variable, 8)
+                                                                    spec.in_variable, step)
+        grid_out = grid_counts(spec.out_full, spec.out_variable, step)
         values = [[synthetic_latency(cout if spec.depthwise else cin, cout) for cout in grid_out]
                   for cin in grid_in]
         layers[spec.name] = spec.name
