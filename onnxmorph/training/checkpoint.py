@@ -153,7 +153,9 @@ def stop_requests():
         yield requested
     finally:
         for s, old in previous.items():
-            signal.signal(s, old)
+            # None: a handler set outside Python, which cannot be put back; signal.signal
+            # would raise TypeError here and hide the exception that ended training.
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
 
 
 # -- the command line's side: same arguments, where to resume, cleaning up ----------------------
