@@ -1,4 +1,10 @@
-"""Process state that one test must not leave to the next.
+"""Process state that one test must not leave to the next, nor take from how pytest started.
+
+A suite started as a background job of a script (`pytest ... &`, no job control) inherits
+SIGINT ignored, and Python then installs no KeyboardInterrupt handler: a test that sends
+itself SIGINT to play a user's Ctrl-C (tests/training/test_resume.py) saw nothing happen and
+failed in such full runs while passing when run alone in a terminal. Every test runs with
+Python's default SIGINT handler, as a command run in a terminal does.
 
 Tests run in one process, and some drive code that changes process-wide state: Ray's
 `ray.init` installs a SIGTERM handler that outlives `ray.shutdown()`, the CLI's `main()`
@@ -31,6 +37,9 @@ def _no_leaked_process_state(request):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     environment = {k: v for k, v in os.environ.items() if k != _PYTEST_OWN}
     yield
@@ -48,6 +57,8 @@ def _no_leaked_process_state(request):
                 os.environ[key] = environment[key]
             else:
                 del os.environ[key]
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if leaked:
         warnings.warn(LeakedStateWarning(f"{request.node.nodeid} left {', '.join(leaked)} "
                                          "changed (restored)"), stacklevel=1)
