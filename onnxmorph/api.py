@@ -99,8 +99,10 @@ def prune(
     latency_table: str | os.PathLike | None = None,
     latency_device: str = "cpu",
     threads: int | None = None,
+    batch: int = 1,
     measure_latency: bool = False,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -120,17 +122,27 @@ def prune(
     the seed's are. target "latency" prices structures with `latency_model` ("table", the
     default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
     constants), which the report then shows too; `measure_latency` times seed and result in
-    onnxruntime (`threads`, also the training sessions' threads) for the report.
+    onnxruntime (`threads`, also the training sessions' threads) for the report. `batch` is
+    the deployment batch size: the latency table and the measured latency use it.
+
+    prune_embedding makes a transformer's embedding dimension (the residual stream through
+    every LayerNormalization, positional embedding, projection and the head) one group.
     """
     _check_arguments(method, target, budget, 1, min_channels)
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
+    if (training or {}).get("reinit") and data is None:
+        raise PruningError("--reinit trains the pruned structure from scratch: it needs --data")
+    if batch < 1 or (threads is not None and threads < 1):
+        raise PruningError("--batch and --threads must be at least 1")
     chosen = resolve_method(method, data)
     method = chosen.name
     check_request(chosen, target=target, data=data,
                   resume=bool((training or {}).get("resume")))
-    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
+                       prune_embedding=prune_embedding)
+    _check_batch(analysis, batch)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
@@ -139,8 +151,8 @@ def prune(
         from onnxmorph.latency import latency_model as build_latency
 
         analysis.cost.latency = build_latency(analysis, kind=latency_model or "table",
-                                              threads=threads, table_path=latency_table,
-                                              device=latency_device)
+                                              threads=threads, batch=batch,
+                                              table_path=latency_table, device=latency_device)
     if threads and data is not None:
         training = {**(training or {}), "threads": threads}
     request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
@@ -173,7 +185,8 @@ def prune(
 
         result.extra["latency"] = latency_report(analysis, alive, sliced,
                                                  expr=analysis.cost.latency,
-                                                 measure=measure_latency, threads=threads)
+                                                 measure=measure_latency, threads=threads,
+                                                 batch=batch)
     return result
 
 
@@ -189,6 +202,19 @@ def _check_trained_result(result: PruneResult, data) -> None:
         loaded = result.analysis.loaded
         result.extra["postconditions"] = check_trained(loaded.model, result.model,
                                                        loaded.input_shapes)
+
+
+def _check_batch(analysis: Analysis, batch: int) -> None:
+    """--batch other than 1 needs a dynamic batch dimension (a fixed one cannot change)."""
+    if batch == 1:
+        return
+    for value in analysis.loaded.model.graph.input:
+        if value.name in analysis.loaded.initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value != batch:
+            raise PruningError(f"--batch {batch}: input '{value.name}' has a fixed batch of "
+                               f"{dims[0].dim_value}")
 
 
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:

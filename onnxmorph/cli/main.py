@@ -102,6 +102,7 @@ def _register_commands() -> None:
     cli.add_command(prune_cmd.prune)
     cli.add_command(verify_cmd.verify)
     cli.add_command(finetune_cmd.finetune)
+    cli.add_command(finetune_cmd.train_from_scratch)
     cli.add_command(eval_cmd.evaluate_command)
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)
