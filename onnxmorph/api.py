@@ -17,12 +17,12 @@ from onnxmorph.io import check_output_path, json_bytes, sidecar, write_file_set
 from onnxmorph.methods.registry import (
     DEFAULT_CALIBRATION_BATCHES,
     MethodInput,
-    check_data,
-    get_method,
+    check_request,
     method_names,
+    resolve_method,
 )
 from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
-from onnxmorph.plot import SKIP_NOTE, write_structure_plot
+from onnxmorph.plot import SKIP_NOTE, structure_plot_png
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.postconditions import (
@@ -70,12 +70,10 @@ class PruneResult:
             check_output_path(written, inputs=[self.analysis.loaded.source])
         structure = self.structure
         history = self.extra.get("learned", {}).get("history")
-        written = write_file_set({
-            paths["structure"]: json_bytes(structure),
-            paths["plot"]: lambda tmp: write_structure_plot(structure, tmp, history),
-            path: self.model.SerializeToString(),
-            paths["report"]: json_bytes(self.report()),
-        })
+        png = structure_plot_png(structure, history)
+        files = {paths["structure"]: json_bytes(structure), paths["plot"]: png,
+                 path: self.model.SerializeToString(), paths["report"]: json_bytes(self.report())}
+        written = write_file_set({k: v for k, v in files.items() if v is not None})
         if paths["plot"] not in written:
             paths["plot"] = SKIP_NOTE
         return {key: paths[key] for key in ("model", "structure", "report", "plot")}
@@ -101,17 +99,19 @@ def prune(
     latency_table: str | os.PathLike | None = None,
     latency_device: str = "cpu",
     threads: int | None = None,
+    batch: int = 1,
     measure_latency: bool = False,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
-    method "l1" ranks channels by weight magnitude and needs no data; "uniform" shrinks every
-    layer by the same width (keeping the highest-L1 channels); "gates" learns the structure on
-    `data` (a loader file); "fpgm" ranks by distance to the layer's geometric median (no
-    data); "apoz", "activation" and "taylor" rank on `calibration_batches` batches of `data`;
-    "auto" picks "gates" when data is given, else "l1". With data, the one-shot methods
-    fine-tune the pruned model on it (`training["finetune_steps"]`). `METHODS` lists them all.
+    `method` is one of the registry's (onnxmorph/methods/registry.py; `METHODS` lists them,
+    the README says when to choose each): one-shot criteria ("l1", "fpgm", "apoz",
+    "activation", "taylor"), "uniform", or structure learning on `data` (a loader file):
+    "gates", "gdp", "gamma", "group-lasso". "auto" picks "gates" when data is given, else
+    "l1". Criteria that read data use `calibration_batches` batches of it; with data, the
+    one-shot methods fine-tune the pruned model on it (`training["finetune_steps"]`).
     `training` takes TrainOptions' fields, e.g. {"optimizer": "ranger", "ranger": {...},
     "lr_schedule": "one-cycle"} (onnxmorph/training/ranger.py, schedules.py).
 
@@ -122,17 +122,30 @@ def prune(
     the seed's are. target "latency" prices structures with `latency_model` ("table", the
     default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
     constants), which the report then shows too; `measure_latency` times seed and result in
-    onnxruntime (`threads`, also the training sessions' threads) for the report.
+    onnxruntime (`threads`, also the training sessions' threads) for the report. `batch` is
+    the deployment batch size: the latency table and the measured latency use it.
+
+    prune_embedding makes a transformer's embedding dimension (the residual stream through
+    every LayerNormalization, positional embedding, projection and the head) one group.
     """
     _check_arguments(method, target, budget, 1, min_channels)
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
-    if method == "auto":
-        method = "gates" if data is not None else "l1"
-    chosen = get_method(method)
-    check_data(chosen, data)
-    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
+    if (training or {}).get("reinit") and data is None:
+        raise PruningError("--reinit trains the pruned structure from scratch: it needs --data")
+    if batch < 1 or (threads is not None and threads < 1):
+        raise PruningError("--batch and --threads must be at least 1")
+    chosen = resolve_method(method, data)
+    method = chosen.name
+    check_request(chosen, target=target, data=data,
+                  resume=bool((training or {}).get("resume")))
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
+                       prune_embedding=prune_embedding)
+    if batch != 1:
+        from onnxmorph.latency.model import check_batch
+
+        check_batch(analysis, batch)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
@@ -141,8 +154,8 @@ def prune(
         from onnxmorph.latency import latency_model as build_latency
 
         analysis.cost.latency = build_latency(analysis, kind=latency_model or "table",
-                                              threads=threads, table_path=latency_table,
-                                              device=latency_device)
+                                              threads=threads, batch=batch,
+                                              table_path=latency_table, device=latency_device)
     if threads and data is not None:
         training = {**(training or {}), "threads": threads}
     request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
@@ -175,16 +188,19 @@ def prune(
 
         result.extra["latency"] = latency_report(analysis, alive, sliced,
                                                  expr=analysis.cost.latency,
-                                                 measure=measure_latency, threads=threads)
+                                                 measure=measure_latency, threads=threads,
+                                                 batch=batch)
     return result
 
 
 def _check_trained_result(result: PruneResult, data) -> None:
-    """A trained result: its slice was verified before training (gates: with the gates
-    folded); the trained model must pass the checker, load and run like the seed."""
-    if result.method == "gates":
-        require_passed(result.extra.get("verify_gates_folded", {}),
-                       "verify (gates folded, before fine-tuning)")
+    """A trained result: a method that sliced by itself verified its slice before training
+    (gates with the gates folded, gdp with them absorbed, …: its "verify_…" entries), which
+    must have passed; the trained model must pass the checker, load and run like the seed."""
+    for key, check in result.extra.items():
+        if key.startswith("verify_") and isinstance(check, dict) and "passed" in check:
+            require_passed(check, f"verify ({key.removeprefix('verify_').replace('_', ' ')}, "
+                                  "before fine-tuning)")
     if data is not None:
         loaded = result.analysis.loaded
         result.extra["postconditions"] = check_trained(loaded.model, result.model,

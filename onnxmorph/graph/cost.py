@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -25,6 +25,17 @@ from onnxmorph.graph.quantized import QuantizedConstant, constant_values, quanti
 
 TARGETS = ("flops", "params")
 LATENCY_TARGET = "latency"  # needs a latency model attached (onnxmorph.latency)
+
+
+class CostFunction(Protocol):
+    """What the learning methods read off a cost target: CostExpr (flops, params) or
+    onnxmorph.latency's LatencyExpr (latency, priced by the same forms)."""
+
+    num_units: int
+
+    def __call__(self, alive: np.ndarray | None = None) -> float: ...
+
+    def derivative(self, alive: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -56,6 +67,29 @@ class CostExpr:
         if alive is None:
             alive = np.ones(self.num_units)
         return float(self.terms(alive).sum())
+
+    def derivative(self, alive: np.ndarray) -> np.ndarray:
+        """∂cost/∂alive_u at `alive` (0/1 or fractional): what one more channel of unit u
+        costs given the channels alive around it — Σ over the bilinear terms coef · L_a · L_b
+        of coef times the partner form, times u's count in the form. The per-unit weight of
+        morph-net's regularizers and of GDP's proximal step."""
+        return self.chain(self.form_derivative(alive))
+
+    def form_derivative(self, alive: np.ndarray) -> np.ndarray:
+        """∂cost/∂L_f for every linear form f at `alive`."""
+        forms = self.forms(alive)
+        linear = self.second < 0
+        partner = np.where(linear, 1.0, forms[np.maximum(self.second, 0)])
+        per_form = np.bincount(self.first, weights=self.coef * partner, minlength=forms.size)
+        per_form += np.bincount(self.second[~linear],
+                                weights=(self.coef * forms[self.first])[~linear],
+                                minlength=forms.size)
+        return per_form
+
+    def chain(self, per_form: np.ndarray) -> np.ndarray:
+        """Per-form derivatives ∂c/∂L_f → per-unit ∂c/∂alive_u (the forms are linear)."""
+        return np.bincount(self.form_units, weights=self.form_counts * per_form[self.form_rows],
+                           minlength=self.num_units)
 
     def by_layer(self, alive: np.ndarray | None = None) -> dict[str, float]:
         alive = np.ones(self.num_units) if alive is None else alive

@@ -33,7 +33,7 @@ def uniform_selection(request: MethodInput) -> Selection:
 
 
 @register_method("gates", summary="learn the structure with FiGS gates on --data, then "
-                                  "fine-tune", needs_data=True)
+                                  "fine-tune", needs_data=True, learns=True)
 def gated_selection(request: MethodInput) -> Selection:
     from onnxmorph.methods.gated import learn_structure
 

@@ -18,7 +18,6 @@ from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
 from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
-from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
@@ -31,14 +30,15 @@ from onnxmorph.training.prepare import (
     training_copy,
 )
 from onnxmorph.training.progress import Progress, TrainingLog
-from onnxmorph.training.ranger import make_ranger
-from onnxmorph.training.schedules import learning_rate
-from onnxmorph.training.session import TrainingSession, model_with_values
+from onnxmorph.training.session import model_with_values
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
     endless,
+    loss_settings,
     output_name,
+    phase_session,
+    scheduled_rate,
     target_for,
     work_folder,
 )
@@ -84,7 +84,8 @@ def learn_structure(
     trained = analyze(LoadedModel(model=log.pop("model"), shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
                                   source=analysis.loaded.source),
-                      allow_uncounted=bool(analysis.uncounted))  # as the user allowed
+                      allow_uncounted=bool(analysis.uncounted),  # as the user allowed
+                      prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(trained, alive, probs)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
@@ -109,9 +110,14 @@ def finetune_training_copy(
     teacher: Teacher | None, steps: int, shapes: dict[str, tuple[int, ...]],
 ) -> onnx.ModelProto:
     """Fine-tune the training copy of `model` (see training/prepare.py); return `model` with
-    the trained weights, at its own opset and batch dimension."""
+    the trained weights, at its own opset and batch dimension. `options.reinit` first
+    re-initialises the weights (the structure trained from scratch)."""
     if steps == 0:
         return model
+    if options.reinit:
+        from onnxmorph.rewrite.reinit import reinitialize
+
+        model = reinitialize(model, options.seed).model
     from onnxmorph.training import trainer  # looked up at call time: tests substitute it
 
     tuned = trainer.finetune(training_copy(model, shapes), source, options, loss, teacher, steps)
@@ -125,6 +131,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     expr = analysis.cost.expr(target)
     seed_cost = expr()
     fingerprint = {"model": model_digest(model), "loss": loss, "budget": budget,
+                   **loss_settings(options, loss),
                    "target": target, "gates": asdict(options.gates),
                    "ranger": asdict(options.ranger),
                    **{k: getattr(options, k) for k in _RESUME_OPTIONS}}
@@ -140,15 +147,10 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
                        "history": state["rows"]}
     trainable = [n for n in default_trainable(model, [output_name(model)])
                  if not n.startswith(PREFIX)] + gated.logit_names
-    paths = build_training_artifacts(
-        model, folder, trainable=trainable, frozen=None, loss=loss,
-        output_name=output_name(model), cost_output=COST_OUTPUT, optimizer=options.optimizer,
-    )
-    session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              checkpoint=loaded.ort_path if loaded else None,
-                              device=options.device, threads=options.threads,
-                              ranger=make_ranger(options, model, paths.trainable,
-                                                 skip=gated.logit_names))
+    session = phase_session(model, folder, options, loss, trainable=trainable,
+                            cost_output=COST_OUTPUT,
+                            checkpoint=loaded.ort_path if loaded else None,
+                            own_step=gated.logit_names)
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     rng = np.random.default_rng(options.seed)
@@ -182,8 +184,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
         for step in range(start, options.steps):
             batch = next(batches)
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
-            session.set_learning_rate(learning_rate(options.lr_schedule, options.learning_rate,
-                                                    step, options.steps, phase="structure"))
+            rate = scheduled_rate(session, options, step, options.steps, "structure")
             before = gate_optimizer.snapshot(session)
             result = session.train_step(feeds, target_for(batch, loss, teacher),
                                         controller.lam)
@@ -192,7 +193,8 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
                 probs = gated.probabilities(session.parameters())
                 ratio = expr(probs > options.alive_threshold) / seed_cost
                 row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
-                       "cost": result.cost, "alive_cost_ratio": ratio, "lambda": controller.lam,
+                       "learning_rate": rate, "cost": result.cost, "alive_cost_ratio": ratio,
+                       "lambda": controller.lam,
                        "alive": {str(g.id): int((probs[g.units] > options.alive_threshold)
                                                 .sum()) for g in gated.groups}}
                 rows.append(row)

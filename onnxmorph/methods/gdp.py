@@ -1,12 +1,13 @@
 """`--method gdp`: Gates with Differentiable Polarization (arXiv 2109.02220).
 
 Gates g(a) = a² / (a² + ε) in front of every layer that mixes channels learn, with the
-weights, which channels live (training/polarization.py); the FLOPs or params of the structure
-‖a‖₀ are pushed down by a proximal L1 step whose strength the budget controller sets. At the
-end the gate values are absorbed into the layers that read them (rewrite/absorb_gates.py),
-channels whose gate is 0 are sliced away, and the slice is verified against the absorbed
-model: the sliced model computes the gated one, with no retraining gap. The report gives both
-accuracies ("accuracy_gated", "accuracy_after_slice") and the output error between them.
+weights, which channels live (training/polarization.py); the cost (FLOPs, params or latency)
+of the structure ‖a‖₀ is pushed down by a proximal L1 step whose strength the budget
+controller sets. At the end the gate values are absorbed into the layers that read them
+(rewrite/absorb_gates.py), channels whose gate is 0 are sliced away, and the slice is
+verified against the absorbed model: the sliced model computes the gated one, with no
+retraining gap. The report gives both accuracies ("accuracy_gated", "accuracy_after_slice")
+and the output error between them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from onnxmorph.methods.select import SelectionRules
 
 @register_method("gdp", summary="learn the structure with GDP polarization gates on --data "
                                 "(gates end at 0 or well above; the slice equals the gated "
-                                "model), then fine-tune", needs_data=True)
+                                "model), then fine-tune", needs_data=True,
+                 learns=True, resumable=False)
 def gdp_selection(request: MethodInput) -> Selection:
     alive, model, extra = learn_polarized(request.analysis, data=request.data,
                                           target=request.target, budget=request.budget,
@@ -39,12 +41,12 @@ def learn_polarized(
     `polarization`: PolarizationSettings (default: the paper-like ones in that class)."""
     import dataclasses
 
-    from onnxmorph.errors import PruningError, TrainingError
+    from onnxmorph.errors import PruningError
     from onnxmorph.graph.analysis import analyze
-    from onnxmorph.graph.cost import CostExpr
     from onnxmorph.graph.load import LoadedModel
     from onnxmorph.methods.gated import _final_structure, finetune_training_copy
     from onnxmorph.methods.select import prunable_groups, select_to_budget
+    from onnxmorph.methods.training_data import training_data
     from onnxmorph.rewrite import slice_channels, verify_models
     from onnxmorph.rewrite.absorb_gates import absorb_input_factors
     from onnxmorph.rewrite.postconditions import require_passed
@@ -61,13 +63,7 @@ def learn_polarized(
 
     options = TrainOptions(**training)
     settings = polarization or PolarizationSettings()
-    if options.resume:
-        raise TrainingError("--resume is not supported by --method gdp yet; run the command "
-                            "again without --resume")
-    expr = analysis.cost.expr(target)
-    if not isinstance(expr, CostExpr):
-        raise PruningError("--method gdp supports --target flops or params; for --target "
-                           "latency use --method gates")
+    expr = analysis.cost.expr(target)  # flops, params, or the latency model's prices
     seed_model = analysis.loaded.model
     groups = prunable_groups(analysis, rules)
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
@@ -77,7 +73,9 @@ def learn_polarized(
                            "can be folded into (Conv, ConvTranspose, Gemm, MatMul with a float "
                            "weight of their own: not computed at run time, nor one weight "
                            "shared by layers reading different channels); use --method gates")
-    source, loss, shapes, teacher = _training_data(data, seed_model, options)
+    prepared = training_data(data, seed_model, options)
+    source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
+                                     prepared.teacher)
     extra: dict = {"loss": loss, "steps": options.steps, "finetune_steps": options.finetune_steps,
                    "accuracy_before": evaluate(seed_model, source).accuracy}
     train_loaded = dataclasses.replace(analysis.loaded,
@@ -105,7 +103,8 @@ def learn_polarized(
     absorbed = analyze(LoadedModel(
         model=absorb_input_factors(trained, plan.sites, absorbed_gates),
         shapes=analysis.loaded.shapes, input_shapes=analysis.loaded.input_shapes,
-        source=analysis.loaded.source))
+        source=analysis.loaded.source),
+        prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(absorbed, alive, scores)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_absorbed"] = verify_models(absorbed, sliced).to_dict()
@@ -148,20 +147,3 @@ def _kept_by_rules(open_units: np.ndarray, groups, rules: SelectionRules) -> np.
         if extra > 0:
             kept[group.units[~open_units[group.units]][:extra]] = True
     return kept
-
-
-def _training_data(data, seed_model: onnx.ModelProto, options):
-    """Batches of one shape, the loss the labels call for, and the seed as teacher."""
-    from onnxmorph.errors import DataError
-    from onnxmorph.training.data import DataSource
-    from onnxmorph.training.prepare import SameShapeBatches, batch_shapes
-    from onnxmorph.training.trainer import Teacher, choose_loss
-
-    source = DataSource.for_model(data, seed_model)
-    first = next(iter(source.train()), None)
-    if first is None:
-        raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
-    shapes = batch_shapes(first)
-    teacher = Teacher(seed_model) if loss == "distill" else None
-    return SameShapeBatches(source, shapes), loss, shapes, teacher

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxmorph.errors import PruningError
+from onnxmorph.errors import PruningError, TrainingError
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.cost import LATENCY_TARGET, TARGETS
 from onnxmorph.methods.select import SelectionRules
 
 DEFAULT_CALIBRATION_BATCHES = 8
@@ -69,22 +70,35 @@ class Selection:
     model: onnx.ModelProto | None = None
 
 
+ALL_TARGETS = (*TARGETS, LATENCY_TARGET)  # flops, params, latency
+
+
 @dataclass(frozen=True)
 class Method:
+    """A registered method and what it can do; api.prune and the CLI refuse, in one line and
+    before any work, what a method cannot (check_request)."""
+
     name: str
     summary: str  # one line for `--help` and the README
     needs_data: bool  # False: data, when given, only fine-tunes the pruned model
     select: Callable[[MethodInput], Selection]
     scores: Callable[[MethodInput], UnitScores] | None = None  # criteria only
+    learns: bool = False  # trains to decide the structure (--steps, --strength …)
+    resumable: bool = True  # --resume continues every phase it trains
+    targets: tuple[str, ...] = ALL_TARGETS  # the --target values it can steer on
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, *, summary: str, needs_data: bool = False):
-    """Decorator registering `select(MethodInput) -> Selection` as method `name`."""
+def register_method(name: str, *, summary: str, needs_data: bool = False, learns: bool = False,
+                    resumable: bool = True, targets: tuple[str, ...] = ALL_TARGETS):
+    """Decorator registering `select(MethodInput) -> Selection` as method `name`. A method
+    that slices by itself (Selection.model) verifies its slice and leaves the result under
+    a "verify_…" key of Selection.extra, which api.prune requires to have passed."""
     def decorate(select: Callable[[MethodInput], Selection]):
-        _add(Method(name, summary, needs_data, select))
+        _add(Method(name, summary, needs_data, select, learns=learns, resumable=resumable,
+                    targets=tuple(targets)))
         return select
     return decorate
 
@@ -138,6 +152,28 @@ def unit_scores(method: Method, request: MethodInput) -> UnitScores:
 def check_data(method: Method, data: str | os.PathLike | None) -> None:
     if method.needs_data and data is None:
         raise PruningError(f"--method {method.name} needs data: pass --data loader.py")
+
+
+def check_request(method: Method, *, target: str, data: str | os.PathLike | None,
+                  resume: bool = False) -> None:
+    """Refuse what `method` cannot do, before the model is read: no data where it needs
+    some, a --target it cannot steer on, --resume where it keeps no checkpoint."""
+    check_data(method, data)
+    if target not in method.targets:
+        raise PruningError(f"--method {method.name} supports --target "
+                           f"{' or '.join(method.targets)}; for --target {target} use one of "
+                           f"{', '.join(n for n, m in _METHODS.items() if target in m.targets)}")
+    if resume and not method.resumable:
+        raise TrainingError(f"--resume: --method {method.name} keeps no checkpoint of its "
+                            "structure learning, so an interrupted run cannot be continued; run "
+                            "the command again without --resume")
+
+
+def resolve_method(name: str, data: str | os.PathLike | None) -> Method:
+    """The method `name` means; "auto": gates with data, else l1."""
+    if name == "auto":
+        name = "gates" if data is not None else "l1"
+    return get_method(name)
 
 
 def _add(method: Method) -> None:

@@ -16,21 +16,19 @@ import os
 import numpy as np
 import onnx
 
-from onnxmorph.errors import Interrupted, PruningError, TrainingError
+from onnxmorph.errors import Interrupted, PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
-from onnxmorph.graph.cost import CostExpr
+from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.gated import _final_structure
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
 from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.rewrite.postconditions import require_passed
-from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import stop_requests
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
 from onnxmorph.training.evaluate import evaluate
-from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.prepare import training_copy
 from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.regularizers import (
@@ -41,11 +39,12 @@ from onnxmorph.training.regularizers import (
     cost_weights,
     insert_regularizer,
 )
-from onnxmorph.training.session import TrainingSession, model_with_values
+from onnxmorph.training.session import model_with_values
 from onnxmorph.training.trainer import (
     TrainOptions,
     endless,
-    output_name,
+    phase_session,
+    scheduled_rate,
     target_for,
     work_folder,
 )
@@ -74,13 +73,7 @@ def learn_regularized(
     """Learn which channels live under the regularizer; return (alive, model, extras)."""
     options = TrainOptions(**training)
     name = regularizer.method
-    if options.resume:
-        raise TrainingError(f"--resume is not supported by --method {name} yet; run the "
-                            "command again without --resume")
-    expr = analysis.cost.expr(target)
-    if not isinstance(expr, CostExpr):
-        raise PruningError(f"--method {name} supports --target flops or params; for "
-                           "--target latency use --method gates")
+    expr = analysis.cost.expr(target)  # flops, params, or the latency model's prices
     seed_model = analysis.loaded.model
     groups = prunable_groups(analysis, rules)
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
@@ -110,7 +103,8 @@ def learn_regularized(
     trained = analyze(LoadedModel(model=model_with_values(seed_model, values),
                                   shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
-                                  source=analysis.loaded.source))
+                                  source=analysis.loaded.source),
+                      prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(trained, alive)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_regularized_slice"] = verify_models(trained, sliced).to_dict()
@@ -125,7 +119,7 @@ class _Steering:
     """Turns the current weights into the structure they describe and the term's weights."""
 
     def __init__(self, analysis: Analysis, regularized: RegularizedModel, groups,
-                 expr: CostExpr, relative_threshold: float, learning_rate: float) -> None:
+                 expr: CostFunction, relative_threshold: float, learning_rate: float) -> None:
         self.regularized, self.expr = regularized, expr
         num_units = analysis.channels.num_units
         chosen = np.zeros(num_units, dtype=bool)
@@ -175,14 +169,7 @@ def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
 def _train(regularized: RegularizedModel, steering: _Steering, source: DataSource,
            options: TrainOptions, loss: str, teacher, budget: float,
            folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    model = regularized.model
-    paths = build_training_artifacts(
-        model, folder, trainable=default_trainable(model, [output_name(model)]), frozen=None,
-        loss=loss, output_name=output_name(model), cost_output=COST_OUTPUT,
-        optimizer=options.optimizer,
-    )
-    session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              device=options.device, threads=options.threads)
+    session = phase_session(regularized.model, folder, options, loss, cost_output=COST_OUTPUT)
     controller = BudgetController(budget, options.strength)
     weights = steering.weights(np.ones(steering.sourced.size))
     rows: list[dict] = []
@@ -193,6 +180,7 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
         options.log_started = True
         for step in range(options.steps):
             batch = next(batches)
+            rate = scheduled_rate(session, options, step, options.steps, "structure")
             result = session.train_step({**batch.inputs, WEIGHTS_INPUT: weights},
                                         target_for(batch, loss, teacher), controller.lam)
             if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
@@ -200,7 +188,7 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
                 ratio = steering.expr(alive) / steering.seed_cost
                 weights = steering.weights(alive)
                 row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
-                       "cost": result.cost, "alive_cost_ratio": ratio,
+                       "learning_rate": rate, "cost": result.cost, "alive_cost_ratio": ratio,
                        "lambda": controller.lam}
                 rows.append(row)
                 log.write(row)

@@ -41,6 +41,8 @@ def taylor_scores(request: MethodInput) -> UnitScores:
     batches = calibration_batches(request)
     probe, multipliers = taylor_probe(analysis)
     loss = choose_loss(request.training.get("loss", "auto"), batches[0])
+    if loss == "ce+distill":  # a gradient criterion: the labels' cross-entropy is enough
+        loss = "cross-entropy"
     pseudo_labels = loss == "distill"
     seed_session = _seed_session(analysis) if pseudo_labels else None
     layouts = analysis.channels.layouts

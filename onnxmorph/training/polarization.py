@@ -25,10 +25,9 @@ from onnx import numpy_helper
 from onnxmorph.errors import Interrupted, PruningError
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.channels import ChannelGroup
-from onnxmorph.graph.cost import CostExpr
+from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.layers import layer_kind
 from onnxmorph.rewrite.absorb_gates import AbsorbPlan, absorb_sites
-from onnxmorph.training.artifacts import build_training_artifacts
 from onnxmorph.training.checkpoint import stop_requests
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
@@ -36,7 +35,15 @@ from onnxmorph.training.gates import PREFIX, _GateNodes, _splice
 from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.session import TrainingSession
-from onnxmorph.training.trainer import Teacher, TrainOptions, endless, output_name, target_for
+from onnxmorph.training.trainer import (
+    Teacher,
+    TrainOptions,
+    endless,
+    output_name,
+    phase_session,
+    scheduled_rate,
+    target_for,
+)
 
 PARAM_PREFIX = f"{PREFIX}/polarization"
 
@@ -137,17 +144,9 @@ def insert_polarization_gates(
                           epsilon=settings.epsilon)
 
 
-def cost_derivative(expr: CostExpr, alive: np.ndarray) -> np.ndarray:
-    """∂cost/∂alive_u at `alive`: what one more channel of unit u costs, given the channels
-    around it that are alive (Σ over the bilinear terms coef · L_a · L_b)."""
-    forms = expr.forms(alive)
-    linear = expr.second < 0
-    partner = np.where(linear, 1.0, forms[np.maximum(expr.second, 0)])
-    per_form = np.bincount(expr.first, weights=expr.coef * partner, minlength=forms.size)
-    per_form += np.bincount(expr.second[~linear], weights=(expr.coef * forms[expr.first])[~linear],
-                            minlength=forms.size)
-    return np.bincount(expr.form_units, weights=expr.form_counts * per_form[expr.form_rows],
-                       minlength=expr.num_units)
+def cost_derivative(expr: CostFunction, alive: np.ndarray) -> np.ndarray:
+    """∂cost/∂alive_u at `alive` (CostExpr.derivative; LatencyExpr's for --target latency)."""
+    return expr.derivative(alive)
 
 
 class ProximalGateStep:
@@ -187,7 +186,7 @@ def proximal_l1(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def train_polarized(
-    polarized: PolarizedModel, expr: CostExpr, source: DataSource, options: TrainOptions,
+    polarized: PolarizedModel, expr: CostFunction, source: DataSource, options: TrainOptions,
     loss: str, teacher: Teacher | None, budget: float, folder: str,
     settings: PolarizationSettings, min_open: int = 0,
     kept: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -199,11 +198,9 @@ def train_polarized(
     model = polarized.model
     trainable = [n for n in default_trainable(model, [output_name(model)])
                  if not n.startswith(PREFIX)] + polarized.param_names
-    paths = build_training_artifacts(
-        model, folder, trainable=trainable, frozen=None, loss=loss,
-        output_name=output_name(model), cost_output=None, optimizer=options.optimizer)
-    session = TrainingSession(paths, learning_rate=options.learning_rate,
-                              device=options.device, threads=options.threads)
+    # The gates take ProximalGateStep's step, not the optimizer's (Ranger leaves them alone).
+    session = phase_session(model, folder, options, loss, trainable=trainable,
+                            own_step=polarized.param_names)
     units = polarized.gated_units
     seed_cost = expr()
     # The most expensive gate shrinks by one step size per step at λ = 1, the others by
@@ -230,6 +227,7 @@ def train_polarized(
         options.log_started = True
         for index in range(options.steps):
             batch = next(batches)
+            rate = scheduled_rate(session, options, index, options.steps, "structure")
             result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
             thresholds = controller.lam * cost_derivative(expr, alive)[units] / norm
             a = step.apply(session, a, thresholds, polarized)
@@ -241,7 +239,7 @@ def train_polarized(
             if index % 5 == 0 or index == options.steps - 1:
                 gates = polarized.unit_gates(a)[units]
                 row = {"phase": "structure", "step": index, "task_loss": result.task_loss,
-                       "alive_cost_ratio": ratio, "lambda": controller.lam,
+                       "learning_rate": rate, "alive_cost_ratio": ratio, "lambda": controller.lam,
                        "closed_gates": int((a == 0).sum()),
                        "open_gates_below_half": int(((a != 0) & (gates < 0.5)).sum())}
                 rows.append(row)

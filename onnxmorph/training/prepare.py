@@ -22,6 +22,7 @@ import onnx
 from onnx import numpy_helper, version_converter
 
 from onnxmorph.errors import TrainingError
+from onnxmorph.graph.contrib_ops import untrainable_contrib_message
 from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.graph.opset import MAX_IR_VERSION
 from onnxmorph.graph.shapes import with_static_inputs
@@ -115,6 +116,9 @@ def _run_output_shapes(model: onnx.ModelProto,
 
 def check_differentiable(model: onnx.ModelProto) -> None:
     """One line naming the nodes ONNX Runtime cannot differentiate (after the rewrites)."""
+    fused = untrainable_contrib_message(model)
+    if fused:
+        raise TrainingError(fused)
     blockers = non_differentiable_nodes(model)
     if blockers:
         raise TrainingError(

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxmorph.graph.cost import CostExpr
+from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.onnx_utils import default_opset
 
 PREFIX = "onnxmorph_reg"
@@ -64,17 +64,10 @@ def unit_values(sources: list[RegularizerSource], params: dict[str, np.ndarray],
     return values
 
 
-def cost_weights(expr: CostExpr, alive: np.ndarray) -> np.ndarray:
-    """∂cost/∂alive_u at `alive` (0/1 or fractional): the cost one more channel of u adds."""
-    forms = expr.forms(alive)
-    linear = expr.second < 0
-    partner = np.where(linear, 1.0, forms[np.maximum(expr.second, 0)])
-    per_form = np.bincount(expr.first, weights=expr.coef * partner,
-                           minlength=forms.size)
-    per_form += np.bincount(expr.second[~linear], weights=(expr.coef * forms[expr.first])[~linear],
-                            minlength=forms.size)
-    weighted = expr.form_counts * per_form[expr.form_rows]
-    return np.bincount(expr.form_units, weights=weighted, minlength=expr.num_units)
+def cost_weights(expr: CostFunction, alive: np.ndarray) -> np.ndarray:
+    """∂cost/∂alive_u at `alive` (0/1 or fractional): the cost one more channel of u adds
+    (CostExpr.derivative; LatencyExpr's for --target latency, the gates' cost model)."""
+    return expr.derivative(alive)
 
 
 @dataclass

@@ -99,3 +99,79 @@ def test_criteria_scores_rank_within_groups_on_a_real_model():
     scores = registry.unit_scores(get_method("fpgm"), MethodInput(analysis))
     for group in analysis.channels.prunable_groups():
         assert scores.values[group.units].mean() == pytest.approx(1.0)
+
+
+LEARNING = ("gates", "gdp", "gamma", "group-lasso")
+
+
+def test_the_readme_says_when_to_choose_every_method():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
+    rows = [re.split(r"(?<!\\)\|", line) for line in section.splitlines()
+            if line.startswith("| `")]
+    listed = {cells[1].strip().strip("`"): cells[3].strip() for cells in rows}
+    assert set(listed) == set(method_names())  # a registered method missing here fails
+    assert all(len(when) > 20 for when in listed.values())
+    assert all(get_method(n).summary for n in method_names())
+
+
+def test_what_each_method_declares():
+    for name in method_names():
+        method = get_method(name)
+        assert method.learns == (name in LEARNING)
+        assert method.needs_data == (name not in ("l1", "fpgm", "uniform"))
+        assert method.targets == registry.ALL_TARGETS  # every built-in steers on every target
+    # Only the gates keep checkpoints of structure learning; the others refuse --resume.
+    assert [n for n in LEARNING if get_method(n).resumable] == ["gates"]
+
+
+@pytest.fixture
+def flops_only():
+    """A method registered from outside that can steer on FLOPs only and keeps no state."""
+    @registry.register_method("test-flops-only", summary="test only", targets=("flops",),
+                              resumable=False)
+    def select(request: MethodInput):
+        return get_method("l1").select(request)
+
+    yield select
+    del registry._METHODS["test-flops-only"]
+
+
+def test_what_a_method_cannot_do_is_refused_before_any_work(tiny, flops_only, tmp_path):
+    result = onnxmorph.prune(str(tiny.path), method="test-flops-only", budget=0.7)
+    assert result.method == "test-flops-only" and result.costs["ratio"]["macs"] <= 0.7
+    with pytest.raises(PruningError, match="supports --target flops; for --target params use "
+                                           "one of l1, "):
+        onnxmorph.prune(str(tiny.path), method="test-flops-only", target="params")
+    from onnxmorph.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="--method test-flops-only keeps no "
+                                            "checkpoint"):
+        onnxmorph.prune(str(tiny.path), method="test-flops-only", data=str(tiny.loader),
+                        training={"resume": True, "workdir": str(tmp_path)})
+
+
+@pytest.fixture
+def slices_badly():
+    """A method that slices by itself and reports that its own check of the slice failed."""
+    @registry.register_method("test-slices-badly", summary="test only")
+    def select(request: MethodInput):
+        from onnxmorph.methods.registry import Selection
+
+        alive = np.ones(request.analysis.channels.num_units, dtype=bool)
+        return Selection(alive, {"verify_own_slice": {"passed": False, "max_abs_diff": 1.0}},
+                         model=request.analysis.loaded.model)
+
+    yield select
+    del registry._METHODS["test-slices-badly"]
+
+
+def test_a_method_that_slices_itself_must_pass_its_own_verification(tiny, slices_badly):
+    from onnxmorph.rewrite.postconditions import PostconditionError
+
+    with pytest.raises(PostconditionError, match="own slice"):
+        onnxmorph.prune(str(tiny.path), method="test-slices-badly")
+    onnxmorph.prune(str(tiny.path), method="test-slices-badly", verify=False)  # --no-verify
