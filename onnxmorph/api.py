@@ -142,7 +142,10 @@ def prune(
                   resume=bool((training or {}).get("resume")))
     analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
                        prune_embedding=prune_embedding)
-    _check_batch(analysis, batch)
+    if batch != 1:
+        from onnxmorph.latency.model import check_batch
+
+        check_batch(analysis, batch)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
@@ -202,19 +205,6 @@ def _check_trained_result(result: PruneResult, data) -> None:
         loaded = result.analysis.loaded
         result.extra["postconditions"] = check_trained(loaded.model, result.model,
                                                        loaded.input_shapes)
-
-
-def _check_batch(analysis: Analysis, batch: int) -> None:
-    """--batch other than 1 needs a dynamic batch dimension (a fixed one cannot change)."""
-    if batch == 1:
-        return
-    for value in analysis.loaded.model.graph.input:
-        if value.name in analysis.loaded.initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value != batch:
-            raise PruningError(f"--batch {batch}: input '{value.name}' has a fixed batch of "
-                               f"{dims[0].dim_value}")
 
 
 def _check_arguments(method, target, budget, round_to, min_channels) -> None:

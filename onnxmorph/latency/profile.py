@@ -148,28 +148,25 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
     """(prices, unpriced) of every op other than the weight layers, at the seed's widths."""
     ops = other_ops(analysis, weight_names)
     types = element_types(analysis) if ops else {}
-    seed_batch = max(1, analysis_batch(analysis))
-    runs: dict[str, tuple[object, dict, float]] = {}  # config → session, feeds, batch scale
-    failed: dict[str, str] = {}
+    unique: dict[str, object] = {}  # config → the op timed for it
     for op in ops:
-        config = op_config_key(op, analysis, batch)
-        if op.fused_into is not None or config in runs or config in failed:
-            continue
-        try:
-            runs[config] = (*_op_session(op, analysis, batch, threads, types), 1.0)
-        except Exception as first:  # noqa: BLE001 - e.g. a Reshape target baked at batch 1
-            try:
-                runs[config] = (*_op_session(op, analysis, seed_batch, threads, types),
-                                batch / seed_batch)
-            except Exception:  # noqa: BLE001 - say why in the report
-                failed[config] = ("cannot run alone in onnxruntime: "
-                                  + str(first).splitlines()[0][:200])
-    configs = list(runs)
+        if op.fused_into is None:
+            unique.setdefault(op_config_key(op, analysis, batch), op)
     times: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    configs = list(unique)
+    # Sessions are made per chunk and dropped after it: their inputs at batch 32 can be
+    # hundreds of MB each.
     for start in range(0, len(configs), _OPS_PER_ROUND):
-        chunk = configs[start:start + _OPS_PER_ROUND]
-        measured = time_fastest([runs[c][:2] for c in chunk])
-        times.update({c: _net(t, overhead) * runs[c][2] for c, t in zip(chunk, measured)})
+        runs = {}
+        for config in configs[start:start + _OPS_PER_ROUND]:
+            try:
+                runs[config] = _op_run(unique[config], analysis, batch, threads, types)
+            except Exception as exc:  # noqa: BLE001 - say why in the report
+                failed[config] = ("cannot run alone in onnxruntime: "
+                                  + str(exc).splitlines()[0][:200])
+        measured = time_fastest([run[:2] for run in runs.values()]) if runs else []
+        times.update({c: _net(t, overhead) * runs[c][2] for c, t in zip(runs, measured)})
     prices: dict[str, dict] = {}
     unpriced: dict[str, str] = {}
     for op in ops:
@@ -181,6 +178,21 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
         prices[op.name] = {"ms": ms, "channels": op.channels, "fused_into": op.fused_into,
                            "layout_changes": op.layout_changes}
     return prices, unpriced
+
+
+def _op_run(op, analysis: Analysis, batch: int, threads: int | None, types: dict):
+    """(session, feeds, scale): at `batch`, else at the analysis' batch scaled by the ratio
+    (e.g. a Reshape target baked at batch 1); the first error if neither runs."""
+    try:
+        return (*_op_session(op, analysis, batch, threads, types), 1.0)
+    except Exception as first:  # noqa: BLE001
+        seed_batch = max(1, analysis_batch(analysis))
+        if seed_batch == batch:
+            raise
+        try:
+            return (*_op_session(op, analysis, seed_batch, threads, types), batch / seed_batch)
+        except Exception:  # noqa: BLE001
+            raise first from None
 
 
 def _op_session(op, analysis: Analysis, batch: int, threads: int | None, types: dict):

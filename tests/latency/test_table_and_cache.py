@@ -89,7 +89,7 @@ def test_measured_table_is_cached_and_reused(monkeypatch, tmp_path):
     from onnxmorph.graph.analysis import analyze
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    analysis = analyze(tiny_model())
+    analysis = analyze(tiny_model(dynamic_batch=True))  # batch 2 below
     table, path, measured = measured_table(analysis, threads=1)
     assert measured and path.exists() and path.parent == cache_dir()
     assert set(table.layers) == {"conv_1", "conv_2", "conv_3", "gemm_1"}
