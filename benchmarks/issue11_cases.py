@@ -26,6 +26,7 @@ from benchmarks.issue11_harness import (
     run_on_tty,
     seed_in,
     snapshot,
+    terminal_signals,
     write_loader,
 )
 
@@ -232,7 +233,8 @@ def _interrupt(folder: Path, sig: int, mark_at: int) -> tuple[subprocess.Complet
             "--checkpoint-every", "3", "-o", folder / "o.onnx", "--log", folder / "t.jsonl"]
     env = _env({"TMPDIR": str(scratch), "MARK_FILE": str(marker), "MARK_AT": str(mark_at)})
     proc = subprocess.Popen([*_command(), *map(str, args)], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=terminal_signals)
     deadline = time.monotonic() + 240
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

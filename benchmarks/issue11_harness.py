@@ -11,6 +11,7 @@ import pty
 import resource
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,9 +52,16 @@ def _env(extra: dict | None = None) -> dict:
 NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 
 
+def terminal_signals() -> None:
+    """In the child: SIGINT as a command typed in a terminal has it, even when this checker
+    runs as a background job (which inherits SIGINT ignored, and passes that on)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(args: list, cwd: Path, env: dict | None = None, umask: int | None = None,
         fsize: int | None = None, obey_modes: bool = False, timeout: float = 300) -> Run:
     def prepare() -> None:
+        terminal_signals()
         if umask is not None:
             os.umask(umask)
         if fsize is not None:  # `ulimit -f`: Python ignores SIGXFSZ, so writes get EFBIG
@@ -71,7 +79,8 @@ def run_on_tty(args: list, cwd: Path, timeout: float = 300) -> Run:
     master, slave = pty.openpty()
     start = time.perf_counter()
     proc = subprocess.Popen([*_command(), *map(str, args)], cwd=cwd, env=_env(),
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
+                            stdout=subprocess.PIPE, stderr=slave, text=True,
+                            preexec_fn=terminal_signals)
     os.close(slave)
     chunks = []
     while True:

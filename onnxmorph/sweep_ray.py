@@ -71,14 +71,16 @@ def run_on_ray(specs: list, function: Callable, *, address: str | None, threads:
 def ray_session(address: str | None, threads: int, gpus: int) -> Iterator:
     """A connected Ray; started here (and shut down on exit, processes and all) unless the
     caller already initialised one."""
+    # ray.init installs its own SIGTERM handler (sys.exit) and sets environment variables
+    # (PYTHONBREAKPOINT, RAY_*), and shutdown leaves them: the CLI's handler (Interrupted →
+    # cleanup, exit 143) and a library caller's process must get theirs back.
+    environment = dict(os.environ)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     ray = import_ray()
     started = not ray.is_initialized()
-    # ray.init installs its own SIGTERM handler (sys.exit) and shutdown leaves it there: the
-    # CLI's (Interrupted → cleanup, exit 143) and, in tests, the process's own must come back.
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    if started:
-        _start(ray, address, threads)
     try:
+        if started:
+            _start(ray, address, threads)
         _check_resources(ray, threads, gpus)
         yield ray
     finally:
@@ -87,6 +89,9 @@ def ray_session(address: str | None, threads: int, gpus: int) -> Iterator:
             for sig, handler in handlers.items():
                 if handler is not None and threading.current_thread() is threading.main_thread():
                     signal.signal(sig, handler)
+            for key in set(os.environ) - set(environment):
+                del os.environ[key]
+            os.environ.update(environment)
 
 
 def _start(ray, address: str | None, threads: int) -> None:

@@ -176,6 +176,7 @@ def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader, 
     pytest.importorskip("ray")
     outdir, _, before = finished
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    environment = dict(os.environ)
     kept = (outdir / "run-b0.5-s0" / "model.onnx").stat().st_mtime_ns
     result = CliRunner().invoke(cli, [
         "sweep", RESNET, "--data", loader, "--budgets", "0.001,0.3,0.5,0.75", "--steps",
@@ -185,6 +186,7 @@ def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader, 
     assert not _ray_processes()
     # Ray's SIGTERM handler does not outlive the sweep (it broke later in-process SIGTERMs).
     assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert dict(os.environ) == environment  # nor Ray's PYTHONBREAKPOINT and RAY_* variables
     pareto = json.loads((outdir / "pareto.json").read_text())
     runs = {r["name"]: r for r in pareto["runs"]}
     assert [runs[n]["status"] for n in ("run-b0.001-s0", "run-b0.3-s0", "run-b0.5-s0",

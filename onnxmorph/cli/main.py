@@ -119,6 +119,8 @@ def _raise_interrupted(signum, frame):
 
 
 def main() -> None:
-    # SIGTERM (timeout, schedulers) unwinds like Ctrl-C: temporary folders are removed.
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    # SIGTERM (timeout, schedulers) unwinds like Ctrl-C: temporary folders are removed. One
+    # the caller chose to ignore stays ignored (as Python leaves an ignored SIGINT ignored).
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _raise_interrupted)
     cli(prog_name="onnxmorph")

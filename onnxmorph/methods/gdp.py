@@ -69,9 +69,10 @@ def learn_polarized(
     select_to_budget(analysis, np.zeros(analysis.channels.num_units), target, budget, rules)
     plan, gated_groups = polarization_plan(analysis, groups)
     if not gated_groups:
-        raise PruningError("--method gdp found no prunable group read by a layer a gate can "
-                           "be folded into (Conv, ConvTranspose, Gemm, MatMul with float "
-                           "weights); use --method gates")
+        raise PruningError("--method gdp found no prunable group read only by layers a gate "
+                           "can be folded into (Conv, ConvTranspose, Gemm, MatMul with a float "
+                           "weight of their own: not computed at run time, nor one weight "
+                           "shared by layers reading different channels); use --method gates")
     prepared = training_data(data, seed_model, options)
     source, loss, shapes, teacher = (prepared.source, prepared.loss, prepared.shapes,
                                      prepared.teacher)

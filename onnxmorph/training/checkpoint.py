@@ -137,7 +137,9 @@ class PhaseCheckpoints:
 @contextlib.contextmanager
 def stop_requests():
     """While training, SIGINT and SIGTERM only set a flag: the loop finishes its step, saves a
-    checkpoint and raises Interrupted. A second signal interrupts at once."""
+    checkpoint and raises Interrupted. A second signal interrupts at once. A signal the
+    process was started with ignored (SIGINT of a job a script put in the background with
+    `&`) stays ignored, during training as before it."""
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield requested
@@ -148,12 +150,15 @@ def stop_requests():
             raise Interrupted(signum)
         requested.append(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield requested
     finally:
         for s, old in previous.items():
-            signal.signal(s, old)
+            # None: a handler set outside Python, which cannot be put back; signal.signal
+            # would raise TypeError here and hide the exception that ended training.
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
 
 
 # -- the command line's side: same arguments, where to resume, cleaning up ----------------------

@@ -136,3 +136,20 @@ def test_contrib_fusions_are_refused_before_training_by_name(tmp_path):
     with pytest.raises(TrainingError, match=refusal):
         onnxmorph.prune(str(FIXTURES / "hfbert_op17_contrib.onnx"), method="gates",
                         data=str(loader), budget=0.5, input_shapes=shapes, training=FEW)
+
+
+def test_gdp_refuses_layers_sharing_one_weight_by_reason(tmp_path):
+    """nn.TransformerEncoder deep-copies its first layer, and the dynamo exporter merges the
+    equal weights of the untrained copies: one factor per weight cannot gate two layers'
+    different channels, so gdp says why and points to gates (which gate activations)."""
+    model = FIXTURES / "bert_op18_dynamo.onnx"
+    matmuls = [n.input[1] for n in onnx.load(str(model)).graph.node if n.op_type == "MatMul"]
+    assert len(set(matmuls)) < len(matmuls)  # the premise: layers share weights
+    loader = tmp_path / "loader.py"
+    loader.write_text("import numpy as np\n"
+                      "ids = np.random.default_rng(0).integers(0, 30, (32, 8))\n"
+                      "def train_batches():\n"
+                      "    yield ids[:16], ids[:16, 0] % 4\n")
+    with pytest.raises(OnnxMorphError, match="shared by layers reading different channels"):
+        onnxmorph.prune(str(model), method="gdp", data=str(loader), budget=0.5,
+                        input_shapes={"input": (1, 8)}, training=FEW)
