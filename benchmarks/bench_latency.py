@@ -6,8 +6,8 @@ old default, for contrast), and l1/uniform with --target latency (measured table
 Seed and all pruned models are then timed interleaved in one loop (seed, m1, m2, …, seed,
 m1, …) so load from other processes hits them alike, at batch 1 and batch 32: CPU execution
 provider, ORT_ENABLE_ALL, sequential, --threads intra-op threads, random float32 inputs.
-Speed-up = seed median / model median; its spread is the inter-quartile range of the
-per-round ratios. Ideal speed-up = 1 / MACs ratio.
+Speed-up = median of the per-round seed/model ratios with their inter-quartile range, and
+the ratio of the fastest runs (least disturbed by load). Ideal speed-up = 1 / MACs ratio.
 
     python benchmarks/bench_latency.py                       # everything (~30-40 min loaded)
     python benchmarks/bench_latency.py --models resnet_sample --runs 5 --out /tmp/r.md
@@ -35,11 +35,11 @@ from onnxmorph.latency.model import measured_table
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "latency"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from latency_models import random_resnet50  # noqa: E402
+from latency_models import random_mobilenetv2, random_resnet50  # noqa: E402
 
 MODELS = {
     "resnet50": lambda: random_resnet50(ROOT / "benchmarks/out/resnet50_random.onnx"),
-    "mobilenetv2": lambda: Path("/work/exports/tv_mobilenet_v2_224_op13.onnx"),
+    "mobilenetv2": lambda: random_mobilenetv2(ROOT / "benchmarks/out/mobilenetv2_random.onnx"),
     "resnet_sample": lambda: ROOT / "samples/resnet_seed.onnx",
     "mobilenet_sample": lambda: ROOT / "samples/mobilenet_seed.onnx",
 }
@@ -89,6 +89,7 @@ def bench_model(name: str, args, lines: list[str]) -> None:
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     analysis = analyze(str(seed))
+    load_start = os.getloadavg()[0]
     table_path = folder / "latency_table.json"
     began = time.perf_counter()
     table, _, measured = measured_table(analysis, threads=args.threads, table_path=table_path)
@@ -122,23 +123,27 @@ def bench_model(name: str, args, lines: list[str]) -> None:
               f"{'x'.join(map(str, next(iter(analysis.loaded.input_shapes.values()))))})\n",
               f"profile: {table.info.get('layers')} layers, {table.info.get('configs')} "
               f"configurations, {table.info.get('measurements')} measurements, "
-              f"{table.info.get('seconds')} s ({state}).\n",
-              "| structure | MACs ratio | predicted latency ratio | b1 ms (seed) | "
-              "speed-up b1 [IQR] | b32 ms (seed) | speed-up b32 [IQR] | ideal | "
+              f"{table.info.get('other_ops')} other ops, {table.info.get('seconds')} s "
+              f"({state}; load average while profiling {table.info.get('load_average')}); "
+              f"1-min load average while timing: {load_start:.2f} → {os.getloadavg()[0]:.2f}.\n",
+              "| structure | MACs ratio | predicted latency ratio | b1 ms median (seed) | "
+              "speed-up b1 median [IQR] | speed-up b1 of minima | b32 ms median (seed) | "
+              "speed-up b32 median [IQR] | speed-up b32 of minima | ideal | "
               "b1 realised/ideal |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (label, macs, predicted) in enumerate(rows, start=1):
         cells = [label, f"{macs:.3f}", f"{predicted:.3f}" if predicted else "-"]
         realised = None
         for batch in (1, 32):
             if batch not in timings or np.isnan(timings[batch][0, i]):
-                cells += ["not timed", "not timed"]
+                cells += ["not timed"] * 3
                 continue
             t = timings[batch]
             ratios = t[:, 0] / t[:, i]
             q1, med, q3 = np.percentile(ratios, [25, 50, 75])
             cells += [f"{np.median(t[:, i]):.2f} ({np.median(t[:, 0]):.2f})",
-                      f"{med:.2f}× [{q1:.2f}, {q3:.2f}]"]
+                      f"{med:.2f}× [{q1:.2f}, {q3:.2f}]",
+                      f"{t[:, 0].min() / t[:, i].min():.2f}×"]
             realised = med if batch == 1 else realised
         cells += [f"{1 / macs:.2f}×", f"{realised * macs:.2f}" if realised else "-"]
         lines.append("| " + " | ".join(cells) + " |")

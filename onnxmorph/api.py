@@ -22,7 +22,7 @@ from onnxmorph.methods.registry import (
     resolve_method,
 )
 from onnxmorph.methods.select import SelectionRules, check_budget, resolve_round_to
-from onnxmorph.plot import SKIP_NOTE, write_structure_plot
+from onnxmorph.plot import SKIP_NOTE, structure_plot_png
 from onnxmorph.report import cost_report, structure
 from onnxmorph.rewrite import slice_channels
 from onnxmorph.rewrite.postconditions import (
@@ -70,12 +70,10 @@ class PruneResult:
             check_output_path(written, inputs=[self.analysis.loaded.source])
         structure = self.structure
         history = self.extra.get("learned", {}).get("history")
-        written = write_file_set({
-            paths["structure"]: json_bytes(structure),
-            paths["plot"]: lambda tmp: write_structure_plot(structure, tmp, history),
-            path: self.model.SerializeToString(),
-            paths["report"]: json_bytes(self.report()),
-        })
+        png = structure_plot_png(structure, history)
+        files = {paths["structure"]: json_bytes(structure), paths["plot"]: png,
+                 path: self.model.SerializeToString(), paths["report"]: json_bytes(self.report())}
+        written = write_file_set({k: v for k, v in files.items() if v is not None})
         if paths["plot"] not in written:
             paths["plot"] = SKIP_NOTE
         return {key: paths[key] for key in ("model", "structure", "report", "plot")}
@@ -101,8 +99,10 @@ def prune(
     latency_table: str | os.PathLike | None = None,
     latency_device: str = "cpu",
     threads: int | None = None,
+    batch: int = 1,
     measure_latency: bool = False,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> PruneResult:
     """Prune `model` so that its `target` cost is at most `budget` × the seed's.
 
@@ -122,17 +122,30 @@ def prune(
     the seed's are. target "latency" prices structures with `latency_model` ("table", the
     default: measured per layer, cached or `latency_table`; "roofline": `latency_device`'s
     constants), which the report then shows too; `measure_latency` times seed and result in
-    onnxruntime (`threads`, also the training sessions' threads) for the report.
+    onnxruntime (`threads`, also the training sessions' threads) for the report. `batch` is
+    the deployment batch size: the latency table and the measured latency use it.
+
+    prune_embedding makes a transformer's embedding dimension (the residual stream through
+    every LayerNormalization, positional embedding, projection and the head) one group.
     """
     _check_arguments(method, target, budget, 1, min_channels)
     check_tolerances(atol, rtol)
     if calibration_batches < 1:
         raise PruningError("--calibration-batches must be at least 1")
+    if (training or {}).get("reinit") and data is None:
+        raise PruningError("--reinit trains the pruned structure from scratch: it needs --data")
+    if batch < 1 or (threads is not None and threads < 1):
+        raise PruningError("--batch and --threads must be at least 1")
     chosen = resolve_method(method, data)
     method = chosen.name
     check_request(chosen, target=target, data=data,
                   resume=bool((training or {}).get("resume")))
-    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
+                       prune_embedding=prune_embedding)
+    if batch != 1:
+        from onnxmorph.latency.model import check_batch
+
+        check_batch(analysis, batch)
     if verify:
         check_seed_runs(analysis)
     rules = SelectionRules(round_to=resolve_round_to(round_to), min_channels=min_channels,
@@ -141,8 +154,8 @@ def prune(
         from onnxmorph.latency import latency_model as build_latency
 
         analysis.cost.latency = build_latency(analysis, kind=latency_model or "table",
-                                              threads=threads, table_path=latency_table,
-                                              device=latency_device)
+                                              threads=threads, batch=batch,
+                                              table_path=latency_table, device=latency_device)
     if threads and data is not None:
         training = {**(training or {}), "threads": threads}
     request = MethodInput(analysis=analysis, target=target, budget=budget, rules=rules,
@@ -175,7 +188,8 @@ def prune(
 
         result.extra["latency"] = latency_report(analysis, alive, sliced,
                                                  expr=analysis.cost.latency,
-                                                 measure=measure_latency, threads=threads)
+                                                 measure=measure_latency, threads=threads,
+                                                 batch=batch)
     return result
 
 

@@ -33,6 +33,16 @@ def write_structure_plot(structure: dict, path: str | os.PathLike,
 
     Returns False, writing nothing, when matplotlib is not installed.
     """
+    png = structure_plot_png(structure, history)
+    if png is None:
+        return False
+    write_atomic(path, png)
+    return True
+
+
+def structure_plot_png(structure: dict, history: list[dict] | None = None) -> bytes | None:
+    """The PNG's bytes (None without matplotlib): drawn before any file is opened, so a
+    result's files are all written as bytes, and a failing write names the PNG itself."""
     try:
         import matplotlib  # noqa: F401  (first: a blocked `matplotlib` must stop it all)
 
@@ -40,24 +50,26 @@ def write_structure_plot(structure: dict, path: str | os.PathLike,
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        return False
+        return None
 
     layers = list(structure.get("layers", {}).items())
     history = [row for row in (history or []) if "step" in row]
     width = min(max(6.0, 0.28 * len(layers) + 2.0), 24.0)
-    rows = 2 if history else 1
+    transformer = structure.get("transformer")
+    rows = 1 + bool(history) + bool(transformer)
     figure = Figure(figsize=(width, 4.5 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, 1, squeeze=False)[:, 0]
+    panels = iter(figure.subfigures(rows, 1, squeeze=False)[:, 0] if rows > 1 else [figure])
 
-    _draw_channels(axes[0], layers)
+    _draw_channels(next(panels).subplots(), layers)
+    if transformer:
+        _draw_transformer(next(panels).subplots(1, 2), transformer)
     if history:
-        _draw_history(axes[1], history)
+        _draw_history(next(panels).subplots(), history)
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue())
-    return True
+    return buffer.getvalue()
 
 
 def _draw_channels(ax, layers: list[tuple[str, dict]]) -> None:
@@ -77,6 +89,34 @@ def _draw_channels(ax, layers: list[tuple[str, dict]]) -> None:
     ax.set_title(f"Channels per layer: seed {total_before} → pruned {total_after}{share}")
     ax.legend(loc="upper left")
     ax.grid(axis="y", alpha=0.3)
+
+
+def _draw_transformer(axes, transformer: dict) -> None:
+    """Heads kept per attention layer (of H) and hidden units per MLP block, seed vs pruned;
+    the embedding width in the title when --prune-embedding made it a group."""
+    for ax, rows, unit, (before, after) in (
+            (axes[0], transformer.get("attention", []), "heads", ("heads_before", "heads_after")),
+            (axes[1], transformer.get("mlp", []), "MLP hidden units",
+             ("units_before", "units_after"))):
+        positions = range(len(rows))
+        ax.bar([x - 0.2 for x in positions], [r[before] for r in rows], 0.4, label="seed",
+               color="#b0b7c3")
+        ax.bar([x + 0.2 for x in positions], [r[after] for r in rows], 0.4, label="pruned",
+               color="#2f6db5")
+        for x, row in zip(positions, rows):
+            ax.annotate(f"{row[after]}/{row[before]}", (x + 0.2, row[after]), ha="center",
+                        va="bottom", fontsize=7)
+        ax.set_xticks(list(positions))
+        ax.set_xticklabels([short_name(r["name"], r.get("op")) for r in rows], rotation=60,
+                           ha="right", fontsize=7)
+        ax.set_ylabel(unit)
+        ax.set_title(f"{unit} per {'attention layer' if before == 'heads_before' else 'block'}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(loc="upper left")
+    embedding = transformer.get("embedding")
+    if embedding:
+        axes[1].figure.suptitle(f"Embedding width {embedding['channels_before']} → "
+                                f"{embedding['channels_after']}")
 
 
 def _draw_history(ax, history: list[dict]) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.layers import weight_layer_ops
+from onnxmorph.transformer_structure import transformer_structure
 
 _LAYER_OPS = weight_layer_ops()
 
@@ -36,7 +37,11 @@ def structure(analysis: Analysis, alive: np.ndarray) -> dict:
          "prunable": g.prunable, "layers": list(g.layers)}
         for g in analysis.groups
     ]
-    return {"format": "onnxmorph-structure", "version": 1, "layers": layers, "groups": groups}
+    result = {"format": "onnxmorph-structure", "version": 1, "layers": layers, "groups": groups}
+    transformer = transformer_structure(analysis, alive)
+    if transformer is not None:  # heads per attention layer, MLP widths, embedding width
+        result["transformer"] = transformer
+    return result
 
 
 def cost_report(analysis: Analysis, alive: np.ndarray) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,6 +73,9 @@ def ray_session(address: str | None, threads: int, gpus: int) -> Iterator:
     caller already initialised one."""
     ray = import_ray()
     started = not ray.is_initialized()
+    # ray.init installs its own SIGTERM handler (sys.exit) and shutdown leaves it there: the
+    # CLI's (Interrupted → cleanup, exit 143) and, in tests, the process's own must come back.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     if started:
         _start(ray, address, threads)
     try:
@@ -79,6 +84,9 @@ def ray_session(address: str | None, threads: int, gpus: int) -> Iterator:
     finally:
         if started:
             ray.shutdown()
+            for sig, handler in handlers.items():
+                if handler is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(sig, handler)
 
 
 def _start(ray, address: str | None, threads: int) -> None:

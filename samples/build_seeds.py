@@ -1,11 +1,13 @@
-"""Train and export the two seed CNNs (``resnet_seed.onnx``, ``mobilenet_seed.onnx``).
+"""Train and export the seeds: two CNNs (``resnet_seed.onnx``, ``mobilenet_seed.onnx``) and a
+tiny ViT (``vit_seed.onnx``, architecture in ``build_vit.py``).
 
 Dev-time only, and the only sample script that needs PyTorch (CPU build; not a dependency of
 onnxmorph). The exported ONNX files are committed; users never run this. Rebuild with::
 
     python3 -m venv /tmp/torchvenv
     /tmp/torchvenv/bin/pip install torch==2.13.0 onnx==1.16.2 numpy
-    /tmp/torchvenv/bin/python samples/build_seeds.py
+    /tmp/torchvenv/bin/python samples/build_seeds.py          # all three seeds
+    /tmp/torchvenv/bin/python samples/build_seeds.py vit      # only vit_seed.onnx
 
 Both networks train on the bundled Fashion-MNIST subset via ``loader.py`` (so training sees
 exactly the normalisation users' pruning runs see), with fixed seeds, in a few minutes on
@@ -16,6 +18,7 @@ folding) so the seeds exercise onnxmorph's BN handling.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -278,22 +281,38 @@ def export(model: nn.Module, path: Path) -> None:
     print(f"  wrote {path.name}: {path.stat().st_size / 1e3:.0f} kB, ops {ops}")
 
 
-def main() -> None:
-    torch.set_num_threads(2)  # the build machine has two cores
+def vit_seed() -> None:
+    """Train and export ``vit_seed.onnx`` (architecture in build_vit.py)."""
+    build_all(["vit"])
+
+
+def build_all(which: list[str]) -> None:
     # We want the legacy exporter on purpose (see export()); silence its deprecation notice.
     warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+    sys.path.insert(0, str(HERE))
+    from build_vit import vit_spec
+
     loader = load_loader()
     specs: list[tuple[str, Callable[[], nn.Module], int, float]] = [
         ("resnet_seed.onnx", ResNetSeed, 8, 3e-3),
         ("mobilenet_seed.onnx", MobileNetSeed, 10, 5e-3),
+        vit_spec(),
     ]
     for name, build, epochs, lr in specs:
+        if name.split("_")[0] not in which:
+            continue
+        # One thread for the ViT: its small matmuls ran 10x slower on two busy cores.
+        torch.set_num_threads(1 if name == "vit_seed.onnx" else 2)
         torch.manual_seed(SEED)
         model = build()
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{name}: {n_params} parameters, {epochs} epochs")
         train(model, loader, epochs, lr)
         export(model, HERE / name)
+
+
+def main() -> None:
+    build_all(sys.argv[1:] or ["resnet", "mobilenet", "vit"])
 
 
 if __name__ == "__main__":

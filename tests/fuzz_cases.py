@@ -3,11 +3,14 @@
 Case `i` of seed `s` is always the same mutated model: a sample model, one of six mutations
 (byte flips, truncation, delete a node, change an attribute, swap inputs, change an
 initializer's dims), then `onnxmorph analyze` and `onnxmorph prune --method l1` run on it
-through click's CliRunner. The cases run in a worker process, so a native crash (a signal
+through click's CliRunner. Two families of samples: "cnn" (the bundled ResNet and MobileNet)
+and "transformer" (tests/attention_models.py encoders and real exports from
+tests/fixtures/transformers, with the --input-shape their dynamic sequence needs).
+The cases run in a worker process, so a native crash (a signal
 inside a C++ library) or a hang costs that one case, not the run: the parent restarts the
 worker after the case that died or hung.
 
-    python -m tests.fuzz_cases 0 1 2        # the worker: runs cases 0, 1, 2, JSON lines out
+    python -m tests.fuzz_cases [--seed S] [--family transformer] 0 1 2   # the worker
 """
 
 from __future__ import annotations
@@ -27,6 +30,41 @@ import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [ROOT / "samples" / "mobilenet_seed.onnx", ROOT / "samples" / "resnet_seed.onnx"]
+_EXPORTS = ROOT / "tests" / "fixtures" / "transformers"
+_HF = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _encoder(**kw) -> bytes:
+    from tests.attention_models import encoder_model
+
+    return encoder_model(**kw).SerializeToString()
+
+
+# name → (the seed's bytes, extra arguments for analyze and prune)
+TRANSFORMERS: dict[str, tuple] = {
+    "encoder_separate": (lambda: _encoder(), []),
+    "encoder_gather_shape_chain": (lambda: _encoder(qkv="gather", shape_chain=True), []),
+    "encoder_split_cls": (lambda: _encoder(qkv="split", cls_token=True, opset=13), []),
+    "vit_op17_dynamo": (lambda: (_EXPORTS / "vit_op17_dynamo.onnx").read_bytes(), []),
+    "bert_op14_ts": (lambda: (_EXPORTS / "bert_op14_ts.onnx").read_bytes(),
+                     ["--input-shape", "input=1x8"]),
+    "sdpa_op17_ts": (lambda: (_EXPORTS / "sdpa_op17_ts.onnx").read_bytes(),
+                     ["--input-shape", "input=1x8x6"]),
+    "hfbert_op17_contrib": (lambda: (_EXPORTS / "hfbert_op17_contrib.onnx").read_bytes(),
+                            [a for n in _HF for a in ("--input-shape", f"{n}=1x8")]),
+}
+FAMILIES = ("cnn", "transformer")
+
+
+def _samples(family: str) -> list[str]:
+    return [str(p) for p in SAMPLES] if family == "cnn" else list(TRANSFORMERS)
+
+
+def _sample_bytes(sample: str) -> tuple[bytes, list[str]]:
+    if sample in TRANSFORMERS:
+        make, extra = TRANSFORMERS[sample]
+        return make(), list(extra)
+    return Path(sample).read_bytes(), []
 KINDS = ("byte_flips", "truncate", "delete_node", "change_attribute", "swap_inputs",
          "initializer_dims")
 
@@ -75,7 +113,8 @@ def _swap_inputs(model: onnx.ModelProto, rng: np.random.Generator) -> None:
         node = multi[int(rng.integers(len(multi)))]
         i, j = rng.choice(len(node.input), size=2, replace=False)
         node.input[int(i)], node.input[int(j)] = node.input[int(j)], node.input[int(i)]
-    else:  # the first inputs of two nodes trade places
+    else:  # the first inputs of two nodes trade places (Constant nodes have none)
+        nodes = [n for n in nodes if n.input]
         a, b = (nodes[int(k)] for k in rng.choice(len(nodes), size=2, replace=False))
         a.input[0], b.input[0] = b.input[0], a.input[0]
 
@@ -102,41 +141,54 @@ _PROTO_MUTATIONS = {"delete_node": _delete_node, "change_attribute": _change_att
                     "swap_inputs": _swap_inputs, "initializer_dims": _initializer_dims}
 
 
-def case_label(index: int) -> tuple[Path, str]:
+def case_label(index: int, family: str = "cnn") -> tuple[str, str]:
     """(sample, mutation kind) of case `index`."""
-    return SAMPLES[index % len(SAMPLES)], KINDS[(index // len(SAMPLES)) % len(KINDS)]
+    samples = _samples(family)
+    if family == "cnn":  # kept as it was, so old case numbers still name the same case
+        return samples[index % len(samples)], KINDS[(index // len(samples)) % len(KINDS)]
+    # 7 samples and 6 kinds are coprime: any 7 cases in a row see every sample and kind
+    return samples[index % len(samples)], KINDS[index % len(KINDS)]
 
 
-def mutated_model(index: int, seed: int) -> tuple[Path, str, bytes]:
-    """(sample, mutation kind, mutated bytes) of case `index`."""
-    rng = np.random.default_rng([seed, index])
-    sample, kind = case_label(index)
-    data = sample.read_bytes()
+def mutated_model(index: int, seed: int, family: str = "cnn") -> tuple[str, str, bytes, list]:
+    """(sample, mutation kind, mutated bytes, extra CLI arguments) of case `index`."""
+    # The CNN family keeps the random stream it always had, so old case numbers still hold.
+    rng = np.random.default_rng([seed, index] if family == "cnn" else [seed, index, 1])
+    sample, kind = case_label(index, family)
+    data, extra = _sample_bytes(sample)
     if kind == "byte_flips":
-        return sample, kind, _byte_flips(data, rng)
+        return sample, kind, _byte_flips(data, rng), extra
     if kind == "truncate":
-        return sample, kind, _truncate(data, rng)
+        return sample, kind, _truncate(data, rng), extra
     model = onnx.load_from_string(data)
     _PROTO_MUTATIONS[kind](model, rng)
-    return sample, kind, model.SerializeToString()
+    return sample, kind, model.SerializeToString(), extra
 
 
 # ------------------------------------------------------------------ one case, in the worker
-def run_case(index: int, seed: int, folder: Path) -> dict:
+def run_case(index: int, seed: int, folder: Path, family: str = "cnn") -> dict:
     from click.testing import CliRunner
 
     from onnxmorph.cli.main import cli
 
-    sample, kind, data = mutated_model(index, seed)
+    sample, kind, data, extra = mutated_model(index, seed, family)
     model, out = folder / f"case{index}.onnx", folder / f"case{index}.pruned.onnx"
     model.write_bytes(data)
-    outcome: dict = {"case": index, "sample": sample.name, "mutation": kind}
-    for command, args in (("analyze", ["analyze", str(model)]),
-                          ("prune", ["prune", str(model), "--method", "l1", "-o", str(out)])):
+    outcome: dict = {"case": index, "sample": Path(sample).name, "mutation": kind}
+    for command, args in (("analyze", ["analyze", str(model), *extra]),
+                          ("prune", ["prune", str(model), "--method", "l1", "-o", str(out),
+                                     "--no-measure-latency", *extra])):
         outcome[command] = _classify(CliRunner().invoke(cli, args))
     if outcome["prune"]["exit"] == 0:
-        outcome["recheck"] = _recheck(model, out)
+        outcome["recheck"] = _recheck(model, out, _shapes(extra))
     return outcome
+
+
+def _shapes(extra: list[str]) -> dict[str, tuple[int, ...]] | None:
+    from onnxmorph.graph import parse_input_shapes
+
+    given = tuple(extra[i + 1] for i, a in enumerate(extra) if a == "--input-shape")
+    return parse_input_shapes(given) if given else None
 
 
 def _classify(result) -> dict:
@@ -153,7 +205,7 @@ def _classify(result) -> dict:
     return entry
 
 
-def _recheck(seed: Path, pruned: Path) -> str:
+def _recheck(seed: Path, pruned: Path, shapes: dict | None = None) -> str:
     """The written model, checked again from its file, independently of the prune run."""
     from onnxmorph.rewrite.postconditions import check_loads, check_valid
     from onnxmorph.rewrite.verify import verify_models
@@ -162,31 +214,32 @@ def _recheck(seed: Path, pruned: Path) -> str:
         model = onnx.load(str(pruned))
         check_valid(model)
         check_loads(model)
-        report = verify_models(seed, model)
+        report = verify_models(seed, model, shapes)
         return "passed" if report.passed else f"verify failed: {report.summary()}"
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def _worker(indices: list[int], seed: int) -> None:
+def _worker(indices: list[int], seed: int, family: str) -> None:
     with tempfile.TemporaryDirectory(prefix="onnxmorph-fuzz-") as folder:
         for index in indices:
             print(json.dumps({"started": index}), flush=True)
-            print(json.dumps(run_case(index, seed, Path(folder))), flush=True)
+            print(json.dumps(run_case(index, seed, Path(folder), family)), flush=True)
 
 
 # ------------------------------------------------------------------ the parent
-def run_cases(indices: list[int], seed: int, case_timeout: float = 60.0) -> list[dict]:
+def run_cases(indices: list[int], seed: int, case_timeout: float = 60.0,
+              family: str = "cnn") -> list[dict]:
     """Every case's outcome; a case that kills or hangs the worker is recorded as such."""
     results: list[dict] = []
     pending = list(indices)
     while pending:
-        done, stopped = _run_worker(pending, seed, case_timeout)
+        done, stopped = _run_worker(pending, seed, case_timeout, family)
         results += done
         finished = {r["case"] for r in done}
         if stopped is not None:
-            sample, kind = case_label(stopped["case"])
-            results.append({**stopped, "sample": sample.name, "mutation": kind})
+            sample, kind = case_label(stopped["case"], family)
+            results.append({**stopped, "sample": Path(sample).name, "mutation": kind})
             finished.add(stopped["case"])
         if not finished:
             raise RuntimeError("the fuzz worker ended without running a case")
@@ -194,11 +247,11 @@ def run_cases(indices: list[int], seed: int, case_timeout: float = 60.0) -> list
     return results
 
 
-def _run_worker(indices: list[int], seed: int, case_timeout: float):
+def _run_worker(indices: list[int], seed: int, case_timeout: float, family: str):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_cases", "--seed", str(seed),
-                             *map(str, indices)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+                             "--family", family, *map(str, indices)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
     done, current, buffer = [], None, b""
@@ -250,7 +303,11 @@ def outcome_of(result: dict) -> str:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    seed = 0
-    if args[:1] == ["--seed"]:
-        seed, args = int(args[1]), args[2:]
-    _worker([int(a) for a in args], seed)
+    seed, family = 0, "cnn"
+    while args[:1] in (["--seed"], ["--family"]):
+        if args[0] == "--seed":
+            seed = int(args[1])
+        else:
+            family = args[1]
+        args = args[2:]
+    _worker([int(a) for a in args], seed, family)

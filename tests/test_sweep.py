@@ -3,6 +3,7 @@ whole sweep on a local Ray instance (2 workers) on the ResNet sample."""
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -174,6 +175,7 @@ def _ray_processes() -> list[str]:
 def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader, tmp_path):
     pytest.importorskip("ray")
     outdir, _, before = finished
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     kept = (outdir / "run-b0.5-s0" / "model.onnx").stat().st_mtime_ns
     result = CliRunner().invoke(cli, [
         "sweep", RESNET, "--data", loader, "--budgets", "0.001,0.3,0.5,0.75", "--steps",
@@ -181,6 +183,8 @@ def test_sweep_on_local_ray_resumes_and_survives_a_failed_run(finished, loader, 
         "-o", str(outdir), "--log", str(tmp_path / "sweep.jsonl")])
     assert result.exit_code == 1, result.output  # one run failed; the others finished
     assert not _ray_processes()
+    # Ray's SIGTERM handler does not outlive the sweep (it broke later in-process SIGTERMs).
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
     pareto = json.loads((outdir / "pareto.json").read_text())
     runs = {r["name"]: r for r in pareto["runs"]}
     assert [runs[n]["status"] for n in ("run-b0.001-s0", "run-b0.3-s0", "run-b0.5-s0",

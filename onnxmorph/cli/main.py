@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -15,9 +16,18 @@ EXIT_INTERNAL = 1  # also a model onnxmorph made that fails its post-conditions
 
 
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        # The group's own options (`onnxmorph --bogus prune ...`) are parsed here.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            _exit_click_error(exc)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # unknown option or command, bad choice, ...
+            _exit_click_error(exc)
         except OnnxMorphError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
@@ -29,7 +39,7 @@ class _Group(click.Group):
             where = exc.where if isinstance(exc, Interrupted) and exc.where else "interrupted"
             click.echo(f"onnxmorph: {where}", err=True)
             sys.exit(128 + signum)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug in onnxmorph or a library: one line, exit code 1
             if ctx.obj and ctx.obj.get("debug"):
@@ -38,6 +48,24 @@ class _Group(click.Group):
                        f"{one_line(str(exc))[:500]} (a bug: rerun with --debug for the "
                        "traceback and report it)", err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+# click >= 8.2 shows a bare group's help through this UsageError.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _exit_click_error(exc: click.ClickException) -> NoReturn:
+    """click's usage errors in our one-line form (its own is a usage block plus a hint), with
+    its exit code (2 for usage errors). A bare `onnxmorph` still shows the help."""
+    if isinstance(exc, _NO_ARGS_IS_HELP):
+        exc.show()
+        sys.exit(exc.exit_code)
+    where = ""
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        where = f"; see '{exc.ctx.command_path} --help'"
+    message = one_line(exc.format_message()).rstrip(".")
+    click.echo(f"onnxmorph: error: {message}{where}", err=True)
+    sys.exit(exc.exit_code)
 
 
 def one_line(message: str) -> str:
@@ -74,6 +102,7 @@ def _register_commands() -> None:
     cli.add_command(prune_cmd.prune)
     cli.add_command(verify_cmd.verify)
     cli.add_command(finetune_cmd.finetune)
+    cli.add_command(finetune_cmd.train_from_scratch)
     cli.add_command(eval_cmd.evaluate_command)
     cli.add_command(expand_cmd.expand)
     cli.add_command(report_cmd.report)

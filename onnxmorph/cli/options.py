@@ -44,11 +44,20 @@ latency_device_option = click.option(
     help="Roofline constants: cpu (this machine) or p100, v100, t4, a100, h100.")
 threads_option = click.option(
     "--threads", type=int, help="onnxruntime intra-op threads (default: one per core).")
+batch_option = click.option(
+    "--batch", type=int, default=1, show_default=True,
+    help="Deployment batch size: the latency table and the measured latency use it.")
 
 allow_uncounted_option = click.option(
     "--allow-uncounted", is_flag=True,
     help="Go on when some node's MACs cannot be counted (custom op, unknown shape); "
          "the report lists those nodes.")
+
+prune_embedding_option = click.option(
+    "--prune-embedding", is_flag=True,
+    help="Transformers: make the embedding dimension (the residual stream through every "
+         "LayerNormalization, projection, positional embedding and the head) one prunable "
+         "group. Off, it stays (a boundary with a reason).")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
@@ -58,10 +67,18 @@ def training_options(command):
     decorators = [
         click.option("--data", type=click.Path(dir_okay=False),
                      help="Python file with train_batches() [and eval_batches()]."),
-        click.option("--loss", type=click.Choice(["auto", "cross-entropy", "mse", "distill"]),
+        click.option("--loss",
+                     type=click.Choice(["auto", "ce+distill", "cross-entropy", "mse",
+                                        "distill"]),
                      default="auto", show_default=True,
-                     help="auto: cross-entropy with integer labels, distillation from the "
-                          "seed without labels."),
+                     help="auto: ce+distill with integer labels (cross-entropy plus KL to the "
+                          "seed's outputs at --distill-temperature), distillation from the "
+                          "seed without labels (MSE for outputs that are not class scores), "
+                          "mse with float labels."),
+        click.option("--distill-temperature", type=float, default=4.0, show_default=True,
+                     help="Temperature T of ce+distill's KL term (scaled by T²)."),
+        click.option("--distill-weight", type=float, default=0.5, show_default=True,
+                     help="Weight a of ce+distill: (1 - a) × CE + a × T² × KL."),
         click.option("--lr", "learning_rate", type=float, default=2e-3, show_default=True,
                      help="Learning rate."),
         click.option("--optimizer", type=click.Choice(["adamw", "sgd", "ranger"]),
@@ -145,11 +162,14 @@ def check_range(option: str, value: float | int | None, *, above: float | None =
 
 # The range of every numeric option that has one, in check_range's words.
 RANGES: dict[str, dict[str, float]] = {
-    "--steps": {"at_least": 1}, "--finetune-steps": {"at_least": 0}, "--lr": {"above": 0},
+    "--steps": {"at_least": 1}, "--epochs": {"at_least": 1}, "--finetune-steps": {"at_least": 0},
+    "--lr": {"above": 0},
     "--strength": {"at_least": 0}, "--alive-threshold": {"above": 0, "below": 1},
     "--round-to": {"at_least": 1}, "--min-channels": {"at_least": 0},
     "--seed": {"at_least": 0}, "--atol": {"at_least": 0}, "--rtol": {"at_least": 0},
-    "--width": {"above": 0, "at_most": 8},
+    "--width": {"above": 0, "at_most": 8}, "--threads": {"at_least": 1},
+    "--batch": {"at_least": 1},
+    "--distill-temperature": {"above": 0}, "--distill-weight": {"at_least": 0, "at_most": 1},
 }
 
 

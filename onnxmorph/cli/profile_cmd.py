@@ -25,6 +25,7 @@ def profile(model: str, runtime: str, threads: int | None, batch: int,
     """Measure the latency table `prune --target latency` uses (cached per model, machine,
     runtime version, threads and batch; --latency-table FILE keeps it where you say)."""
     from onnxmorph.graph import analyze, parse_input_shapes
+    from onnxmorph.latency.expr import latency_expr
     from onnxmorph.latency.model import measured_table
 
     analysis = analyze(model, parse_input_shapes(input_shapes))
@@ -36,8 +37,11 @@ def profile(model: str, runtime: str, threads: int | None, batch: int,
     table, path, measured = measured_table(
         analysis, runtime=runtime, threads=threads, batch=batch, table_path=latency_table,
         progress=progress, remeasure=force)
+    expr = latency_expr(analysis, table)
+    weights_ms, others_ms = expr.split()
     summary = {"table": str(path), "measured_now": measured, **table.info,
-               "seed_ms_weight_layers": _seed_total(analysis, table)}
+               "seed_ms": weights_ms + others_ms, "seed_ms_weight_layers": weights_ms,
+               "seed_ms_other_ops": others_ms, "unpriced_ops": expr.unpriced}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -46,11 +50,10 @@ def profile(model: str, runtime: str, threads: int | None, batch: int,
     click.echo(f"{table.info.get('layers')} layers, {table.info.get('configs')} distinct "
                f"configurations, {table.info.get('measurements')} measurements in "
                f"{table.info.get('seconds')} s")
-    click.echo(f"predicted seed latency of the weight layers: "
-               f"{summary['seed_ms_weight_layers']:.3f} ms")
-
-
-def _seed_total(analysis, table) -> float:
-    from onnxmorph.latency.expr import latency_expr
-
-    return latency_expr(analysis, table)()
+    click.echo(f"predicted seed latency: {summary['seed_ms']:.3f} ms (weight layers "
+               f"{weights_ms:.3f} ms, other ops {others_ms:.3f} ms, {len(expr.fused)} of them "
+               "fused into a Conv)")
+    for op in expr.unpriced:
+        click.echo(f"NOT PRICED: {op['op_type']} '{op['node']}' ({op['reason']})")
+    if table.info.get("warning"):
+        click.echo(f"warning: {table.info['warning']}", err=True)

@@ -10,12 +10,14 @@ import click
 
 from onnxmorph.cli.options import (
     allow_uncounted_option,
+    batch_option,
     check_ranges,
     input_shape_option,
     json_option,
     latency_device_option,
     latency_model_option,
     latency_table_option,
+    prune_embedding_option,
     round_to_number,
     round_to_option,
     steps_options,
@@ -55,6 +57,10 @@ METHODS = ["auto", *method_names()]
 @click.option("--strength", type=float,
               help="Fixed regularisation strength λ (morph-net style) instead of the budget "
                    "controller; the final structure still respects --budget.")
+@click.option("--reinit", is_flag=True,
+              help="Re-initialise the pruned structure's weights as PyTorch does (seeded by "
+                   "--seed) and train it from scratch for --finetune-steps: the control of "
+                   "whether the structure itself is better.")
 @click.option("--alive-threshold", type=float, default=0.1, show_default=True,
               help="A channel lives while its gate probability is above this.")
 @round_to_option
@@ -69,21 +75,25 @@ METHODS = ["auto", *method_names()]
 @latency_table_option
 @latency_device_option
 @threads_option
+@batch_option
 @click.option("--measure-latency/--no-measure-latency", default=True, show_default=True,
               help="Time seed and pruned model in onnxruntime (interleaved) for the report.")
 @input_shape_option
 @allow_uncounted_option
+@prune_embedding_option
 @json_option
 def prune(model: str, output: str | None, method: str, calibration_batches: int, target: str,
-          budget: float, data: str | None, loss: str, learning_rate: float, optimizer: str,
+          budget: float, data: str | None, loss: str, distill_temperature: float,
+          distill_weight: float, learning_rate: float, optimizer: str,
           workdir: str | None, resume: bool, checkpoint_every: int, quiet: bool,
           log: str | None, seed: int, device: str, lr_schedule: str, steps: int,
           finetune_steps: int,
-          strength: float | None, alive_threshold: float, round_to: str, min_channels: int,
+          strength: float | None, reinit: bool, alive_threshold: float, round_to: str,
+          min_channels: int,
           exclude: tuple[str, ...], verify: bool, atol: float | None, rtol: float,
           latency_model: str | None, latency_table: str | None, latency_device: str,
-          threads: int | None, measure_latency: bool, input_shapes: tuple[str, ...],
-          allow_uncounted: bool, as_json: bool) -> None:
+          threads: int | None, batch: int, measure_latency: bool, input_shapes: tuple[str, ...],
+          allow_uncounted: bool, prune_embedding: bool, as_json: bool) -> None:
     """Prune MODEL to BUDGET × its cost and write a smaller ONNX model."""
     from onnxmorph.api import prune as run_prune
     from onnxmorph.graph import parse_input_shapes
@@ -94,28 +104,36 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
     check_prune_options(model, out, data, log, budget=budget, steps=steps,
                         finetune_steps=finetune_steps, learning_rate=learning_rate,
                         strength=strength, alive_threshold=alive_threshold, round_to=round_to,
-                        min_channels=min_channels, seed=seed, atol=atol, rtol=rtol)
+                        min_channels=min_channels, seed=seed, atol=atol, rtol=rtol,
+                        threads=threads, batch=batch)
     chosen = resolve_method(method, data)
     check_resume(resume, chosen.name, data, steps, finetune_steps, learns=chosen.learns)
     check_request(chosen, target=target, data=data, resume=resume)
+    resumable = chosen.resumable
+    check_ranges({"--distill-temperature": distill_temperature,
+                  "--distill-weight": distill_weight})
     folder = workdir or str(default_workdir(out))
     # Without data nothing trains: no checkpoints, and --resume has nothing to do.
     run = checkpointed_run(folder, click.get_current_context().params, resume,
-                           owned=workdir is None) if data else contextlib.nullcontext()
+                           owned=workdir is None, unresumable=None if resumable else method
+                           ) if data else contextlib.nullcontext()
     with run:
         result = run_prune(
             model, method=method, target=target, budget=budget, data=data,
             input_shapes=parse_input_shapes(input_shapes), round_to=round_to,
             min_channels=min_channels, exclude=exclude, verify=verify, atol=atol, rtol=rtol,
             calibration_batches=calibration_batches, allow_uncounted=allow_uncounted,
+            prune_embedding=prune_embedding,
             latency_model=latency_model, latency_table=latency_table,
-            latency_device=latency_device, threads=threads, measure_latency=measure_latency,
+            latency_device=latency_device, threads=threads, batch=batch,
+            measure_latency=measure_latency,
             training=dict(steps=steps, finetune_steps=finetune_steps,
                           learning_rate=learning_rate, optimizer=optimizer, loss=loss,
                           strength=strength, alive_threshold=alive_threshold, workdir=folder,
                           seed=seed, log=log, progress=not (as_json or quiet), resume=resume,
                           checkpoint_every=checkpoint_every, device=device,
-                          lr_schedule=lr_schedule),
+                          lr_schedule=lr_schedule, distill_temperature=distill_temperature,
+                          distill_weight=distill_weight, reinit=reinit),
         )
         paths = result.save(out)
     report = result.report()
@@ -129,7 +147,8 @@ def prune(model: str, output: str | None, method: str, calibration_batches: int,
 def check_prune_options(model: str, out: Path, data: str | None, log: str | None, *,
                         budget: float, steps: int, finetune_steps: int, learning_rate: float,
                         strength: float | None, alive_threshold: float, round_to: str,
-                        min_channels: int, seed: int, atol: float | None, rtol: float) -> None:
+                        min_channels: int, seed: int, atol: float | None, rtol: float,
+                        threads: int | None = None, batch: int = 1) -> None:
     """Everything that can be refused before the model is even read."""
     from onnxmorph.io import check_distinct_outputs, check_output_path, sidecar
     from onnxmorph.methods.select import check_budget
@@ -138,7 +157,8 @@ def check_prune_options(model: str, out: Path, data: str | None, log: str | None
     check_ranges({"--steps": steps, "--finetune-steps": finetune_steps, "--lr": learning_rate,
                   "--strength": strength, "--alive-threshold": alive_threshold,
                   "--round-to": round_to_number(round_to), "--min-channels": min_channels,
-                  "--seed": seed, "--atol": atol, "--rtol": rtol})
+                  "--seed": seed, "--atol": atol, "--rtol": rtol, "--threads": threads,
+                  "--batch": batch})
     outputs = [out, *(sidecar(out, s) for s in ("structure.json", "report.json",
                                                  "structure.png")), log]
     for path in outputs:
@@ -180,8 +200,13 @@ def _print_latency(latency: dict | None) -> None:
         return
     if "predicted" in latency:
         p = latency["predicted"]
-        click.echo(f"latency predicted (weight layers) {p['seed_ms']:.3f} → "
-                   f"{p['pruned_ms']:.3f} ms  ({p['ratio']:.1%})")
+        click.echo(f"latency predicted {p['seed_ms']:.3f} → {p['pruned_ms']:.3f} ms  "
+                   f"({p['ratio']:.1%}; other ops {p['other_ops_ms'][0]:.3f} → "
+                   f"{p['other_ops_ms'][1]:.3f} ms of it)")
+        for op in p["unpriced_ops"]:
+            click.echo(f"NOT PRICED in latency: {op['op_type']} '{op['node']}' ({op['reason']})")
+        if p.get("table_warning"):
+            click.echo(f"warning: latency table: {p['table_warning']}")
     if "error" in latency.get("measured", {}):
         click.echo(f"latency not measured: {latency['measured']['error']}")
     elif "measured" in latency:

@@ -32,6 +32,8 @@ def report(structure_file: str, log_file: str | None, output: str | None) -> Non
     history = load_history(log_file) if log_file else None
     out = check_output_path(output or Path(structure_file).with_suffix(".png"))
     click.echo(_layer_table(structure["layers"]))
+    if "transformer" in structure:
+        click.echo(_transformer_lines(structure["transformer"]))
     if history:
         last = history[-1]
         click.echo(f"\ntraining log: {len(history)} rows, last step {last['step']}"
@@ -55,7 +57,32 @@ def load_structure(path: str | Path) -> dict:
         raise ReportInputError(
             f"'{path}' is not an onnxmorph structure file (the <stem>.structure.json that "
             "`onnxmorph prune` writes next to the pruned model)")
+    if "transformer" in data and not _valid_transformer(data["transformer"]):
+        raise ReportInputError(f"'{path}' has a malformed \"transformer\" section (heads and "
+                               "MLP widths); pass the file `onnxmorph prune` wrote")
     return data
+
+
+def _valid_transformer(section) -> bool:
+    if not isinstance(section, dict):
+        return False
+    rows = [(row, keys) for key, keys in (("attention", ("heads_before", "heads_after")),
+                                          ("mlp", ("units_before", "units_after")))
+            for row in (section.get(key) or [])]
+    return all(isinstance(row, dict) and isinstance(row.get("name"), str)
+               and all(_is_count(row.get(k)) for k in keys) for row, keys in rows)
+
+
+def _transformer_lines(section: dict) -> str:
+    heads = ", ".join(f"{r['heads_after']}/{r['heads_before']}"
+                      for r in section.get("attention") or [])
+    units = ", ".join(f"{r['units_after']}/{r['units_before']}" for r in section.get("mlp") or [])
+    text = f"\nheads kept per attention layer: {heads}\nMLP units per block: {units}"
+    embedding = section.get("embedding")
+    if isinstance(embedding, dict):
+        text += (f"\nembedding width: {embedding.get('channels_before')} → "
+                 f"{embedding.get('channels_after')}")
+    return text
 
 
 def load_history(path: str | Path) -> list[dict]:

@@ -76,14 +76,17 @@ def analyze(
     model: str | os.PathLike | onnx.ModelProto | LoadedModel,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> Analysis:
     """Analyse a seed model: `onnxmorph.analyze("model.onnx").macs`.
 
     A node whose MACs cannot be known raises UncountedCostError, unless `allow_uncounted`:
-    then it is listed in `Analysis.uncounted` and left out of `macs`.
+    then it is listed in `Analysis.uncounted` and left out of `macs`. `prune_embedding`
+    makes the embedding dimension one group (see graph/handlers/spatial.py); off, every
+    LayerNorm keeps the channels it normalises.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, input_shapes)
-    channels = find_channel_groups(loaded)
+    channels = find_channel_groups(loaded, prune_embedding)
     cost = build_cost_model(loaded, channels)
     check_counted(cost.uncounted, allow_uncounted)
     return Analysis(loaded=loaded, channels=channels, cost=cost)

@@ -45,6 +45,7 @@ class ChannelAnalysis:
     groups: list[ChannelGroup]
     unit_group: np.ndarray  # unit index → group id
     pinned: dict[int, str]  # unit index → why it must stay
+    prune_embedding: bool = False  # analysed with --prune-embedding (re-analyses must be too)
 
     @property
     def num_units(self) -> int:
@@ -67,13 +68,16 @@ def mask_shape(layout: Layout, rank: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def find_channel_groups(loaded: LoadedModel) -> ChannelAnalysis:
-    return _Driver(loaded).run()
+def find_channel_groups(loaded: LoadedModel, prune_embedding: bool = False) -> ChannelAnalysis:
+    """The channel groups of `loaded`; `prune_embedding` makes the embedding dimension (the
+    residual stream through every LayerNormalization) one prunable group."""
+    return _Driver(loaded, prune_embedding).run()
 
 
 class _Driver:
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, prune_embedding: bool = False) -> None:
         self.loaded = loaded
+        self.prune_embedding = prune_embedding
         self.units = UnionFind()
         self.groups = UnionFind()  # over the same ids: merged when units or layers merge
         self.layouts: dict[str, Layout] = {}
@@ -81,6 +85,7 @@ class _Driver:
         self.head_splits: list[np.ndarray] = []
         self._opset = default_opset(loaded.model, 13)
         self.constants = constant_values(loaded)  # initializers and quantized weights
+        self.dims_read = shape_dims_read(loaded.model.graph, self.constants)
 
     def run(self) -> ChannelAnalysis:
         graph = self.loaded.model.graph
@@ -109,6 +114,8 @@ class _Driver:
             out_shapes=[self.loaded.shapes.get(n) if n else None for n in node.output],
             constants=[self.constants.get(n) if n else None for n in node.input],
             opset=self._opset,
+            prune_embedding=self.prune_embedding,
+            dims_read=self.dims_read.get(node.output[0]) if node.op_type == "Shape" else None,
         )
         handler = handler_for(node)
         if handler is None:
@@ -152,7 +159,7 @@ class _Driver:
         groups = _build_groups(self.loaded, layouts, unit_group, len(group_ids), pinned,
                                self.constants)
         return ChannelAnalysis(layouts=layouts, groups=groups, unit_group=unit_group,
-                               pinned=pinned)
+                               pinned=pinned, prune_embedding=self.prune_embedding)
 
 
 def _build_groups(loaded, layouts, unit_group, count, pinned, constants) -> list[ChannelGroup]:
@@ -179,6 +186,48 @@ def _build_groups(loaded, layouts, unit_group, count, pinned, constants) -> list
             tensors=tuple(tensors[group]), layers=tuple(layers[group]),
         ))
     return groups
+
+
+def shape_dims_read(graph: onnx.GraphProto, constants: dict[str, np.ndarray]
+                    ) -> dict[str, frozenset[int]]:
+    """Shape output → the input axes its consumers read, where every consumer picks constant
+    positions (Gather on axis 0, Slice with constant bounds, step 1) and Shape has no
+    start/end; a Shape output missing here may be read whole."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    read: dict[str, frozenset[int]] = {}
+    for node in graph.node:
+        if node.op_type != "Shape" or node.attribute or node.output[0] in outputs:
+            continue
+        dims: set[int] = set()
+        for user in consumers.get(node.output[0], []):
+            picked = _positions_read(user, constants)
+            if picked is None or user.input[0] != node.output[0]:
+                break
+            dims.update(picked)
+        else:
+            read[node.output[0]] = frozenset(dims)
+    return read
+
+
+def _positions_read(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> list[int] | None:
+    values = [constants.get(name) if name else None for name in node.input]
+    if node.op_type == "Gather" and len(values) == 2 and values[1] is not None \
+            and not any(a.name == "axis" and a.i != 0 for a in node.attribute):
+        picked = values[1].ravel().tolist()
+        return None if any(p < 0 for p in picked) else picked
+    if node.op_type == "Slice" and len(values) >= 3 and all(v is not None for v in values[1:]):
+        starts, ends = values[1].ravel(), values[2].ravel()
+        axes = values[3].ravel() if len(values) > 3 else np.zeros(1)
+        steps = values[4].ravel() if len(values) > 4 else np.ones(1)
+        if len(starts) != 1 or axes[0] != 0 or steps[0] != 1 or starts[0] < 0 \
+                or 0 <= ends[0] < starts[0] or -(2 ** 62) < ends[0] < 0:
+            return None
+        return list(range(int(starts[0]), int(min(ends[0], 64))))
+    return None
 
 
 def _toposorted(graph: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -23,6 +23,33 @@ _SAME_AS_INPUT = ("BiasGelu", "FastGelu", "Gelu", "QuickGelu", "SkipLayerNormali
 _ZERO_MACS = _SAME_AS_INPUT + ("EmbedLayerNormalization",)
 
 
+# The com.microsoft ops onnxruntime-training builds a gradient for (its gradient builder
+# registry): the GELU fusions and the LayerNorms without a skip input. Attention (packed QKV
+# weight), MultiHeadAttention, SkipLayerNormalization and EmbedLayerNormalization have none.
+TRAINABLE_CONTRIB = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu", "LayerNormalization",
+                     "SimplifiedLayerNormalization")
+_WHAT = {"Attention": "fused attention with a packed QKV weight",
+         "MultiHeadAttention": "fused multi-head attention",
+         "SkipLayerNormalization": "fused residual add and LayerNorm",
+         "EmbedLayerNormalization": "fused embedding lookup and LayerNorm"}
+
+
+def untrainable_contrib_message(model: onnx.ModelProto) -> str | None:
+    """One line naming the com.microsoft nodes onnxruntime-training cannot differentiate and
+    what to do instead, or None if there are none."""
+    nodes = [n for n in model.graph.node if is_contrib(n) and n.op_type not in TRAINABLE_CONTRIB]
+    if not nodes:
+        return None
+    first = nodes[0]
+    others = sorted({n.op_type for n in nodes[1:]} - {first.op_type})
+    listed = "".join(f", {op}" for op in others)
+    return ("this model cannot be trained (gates, gdp, regularizers, taylor, fine-tuning): "
+            f"onnxruntime-training has no gradient for com.microsoft {first.op_type} "
+            f"'{first.name or first.output[0]}' ({_WHAT.get(first.op_type, 'a contrib op')})"
+            f"{listed} ({len(nodes)} nodes); prune it without --data (--method l1, uniform or "
+            "fpgm), or export it before onnxruntime's transformer optimizer fuses it")
+
+
 def is_contrib(node: onnx.NodeProto) -> bool:
     return node.domain == CONTRIB
 

@@ -198,6 +198,9 @@ def per_channel_roles(node: onnx.NodeProto) -> dict[int, Role]:
         return kind.per_channel
     if node.op_type in BROADCAST_OPS or node.op_type in _SAME_RANK_OPS:
         return {i: Role.BROADCAST for i in range(len(node.input))}
+    if node.op_type in ("Expand", "Gather"):
+        # A class token expanded to the batch, an embedding table's columns (--prune-embedding)
+        return {0: Role.BROADCAST}
     if node.op_type in QUANTIZE_OPS:
         return {1: Role.ALONG_AXIS, 2: Role.ALONG_AXIS}
     return {}
@@ -216,6 +219,8 @@ def constant_channel_axis(
     if role is None or out_layout is None or out_shape is None or len(out_layout.axes) != 1:
         return None
     channels = out_shape[out_layout.axis]
+    if node.op_type == "Gather" and (value.ndim != 2 or out_layout.axis != len(out_shape) - 1):
+        return None  # only an embedding table [V, E] looked up into [..., E]
     if role is Role.VECTOR:
         return 0 if value.ndim == 1 and value.shape[0] == channels else None
     if role is Role.ALONG_AXIS:

@@ -75,7 +75,9 @@ def weight_layers(analysis: Analysis, expr: CostExpr | None = None) -> list[Laye
     values = constant_values(loaded)  # a quantized weight is timed as its float layer
     for node in loaded.model.graph.node:
         name = node.name or node.output[0]
-        if node.op_type not in LAYER_OPS or name not in terms:
+        # An attention MatMul (activation × activation) has a MAC term but no weight: it is
+        # priced with the other ops (other_ops.py), by its alive heads.
+        if node.op_type not in LAYER_OPS or name not in terms or node.input[1] not in values:
             continue
         term = terms[name]
         first, second = int(expr.first[term]), int(expr.second[term])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -46,9 +48,10 @@ def random_feeds(session, batch: int | None, shapes: dict[str, tuple[int, ...]] 
         dims = list(known) if known else [d if isinstance(d, int) else 1 for d in arg.shape]
         if batch is not None:
             dims[0] = batch
-        kind = np.int64 if "int64" in arg.type else np.float32
-        feeds[arg.name] = (rng.integers(0, 2, dims) if kind is np.int64
-                           else rng.standard_normal(dims)).astype(kind)
+        kind = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                "tensor(bool)": np.bool_}.get(arg.type, np.float32)
+        feeds[arg.name] = (rng.standard_normal(dims) if kind is np.float32
+                           else rng.integers(0, 2, dims)).astype(kind)
     return feeds
 
 
@@ -82,18 +85,49 @@ def time_interleaved(models: list[onnx.ModelProto | bytes], batch: int = 1,
 
 def time_session(session, feeds, min_runs: int = 5, min_seconds: float = 0.02,
                  max_runs: int = 50) -> float:
-    """Fastest of one session's runs after one warm-up run, in ms: other processes only ever
-    add time, and one descheduled stretch must not land in a latency table (a median of a
-    few runs on a busy machine did: 25 ms for a 1.7 ms layer)."""
-    session.run(None, feeds)
-    times: list[float] = []
-    began = time.perf_counter()
-    while len(times) < max_runs and (len(times) < min_runs
-                                     or time.perf_counter() - began < min_seconds):
-        start = time.perf_counter()
+    """Fastest of one session's runs after one warm-up run, in ms."""
+    return time_fastest([(session, feeds)], min_rounds=min_runs, min_seconds=min_seconds,
+                        max_rounds=max_runs)[0]
+
+
+def time_fastest(runs: list[tuple[object, dict]], min_rounds: int = 5,
+                 min_seconds: float = 0.02, max_rounds: int = 50) -> list[float]:
+    """Fastest run of each (session, feeds), in ms, measured in interleaved rounds (every
+    session once per round, after one warm-up run each). Other processes only ever add
+    time, and a descheduled stretch then hits one run of one point, not all runs of it: on a
+    busy machine a median of consecutive runs put 25 ms into a table for a 1.7 ms layer.
+    Rounds go on until `min_rounds` and `min_seconds` per session are both reached."""
+    for session, feeds in runs:
         session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
+    best = [math.inf] * len(runs)
+    began, rounds = time.perf_counter(), 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - began
+                                   < min_seconds * len(runs)):
+        for index, (session, feeds) in enumerate(runs):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            best[index] = min(best[index], (time.perf_counter() - start) * 1e3)
+        rounds += 1
+    return best
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(loads: list[float | None]) -> str | None:
+    """A warning when the machine was busier than its cores while timing."""
+    cores = os.cpu_count() or 1
+    worst = max((v for v in loads if v is not None), default=None)
+    if worst is None or worst <= cores:
+        return None
+    return (f"the machine was busy while timing (1-min load average up to {worst:g} on "
+            f"{cores} cores): latencies are the fastest of interleaved runs, but measure "
+            "again on an idle machine to trust them (profile --force)")
 
 
 def _summary(samples: list[float]) -> Timing:

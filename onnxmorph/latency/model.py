@@ -28,6 +28,8 @@ def measured_table(analysis: Analysis, *, runtime: str = "ort-cpu", threads: int
         raise OnnxMorphError(f"unknown runtime '{runtime}'; use one of {', '.join(RUNTIMES)}")
     if batch < 1 or (threads is not None and threads < 1):
         raise OnnxMorphError("--batch and --threads must be at least 1")
+    if batch != 1:  # 1 is the default: a fixed-batch model keeps today's behaviour
+        check_batch(analysis, batch)
     loaded = analysis.loaded
     key = table_key(loaded.model, loaded.input_shapes, runtime, threads, batch, GRID_NAME)
     path = Path(table_path) if table_path else cache_path(key)
@@ -39,6 +41,18 @@ def measured_table(analysis: Analysis, *, runtime: str = "ort-cpu", threads: int
     table = profile_layers(analysis, key=key, batch=batch, threads=threads, runtime=runtime,
                            progress=progress)
     return table, table.save(path), True
+
+
+def check_batch(analysis: Analysis, batch: int) -> None:
+    """A batch other than the model's needs a dynamic batch dimension: a fixed one cannot
+    run at another (and a table made at it would price a model that cannot be deployed)."""
+    for value in analysis.loaded.model.graph.input:
+        if value.name in analysis.loaded.initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value != batch:
+            raise OnnxMorphError(f"--batch {batch}: input '{value.name}' has a fixed batch of "
+                                 f"{dims[0].dim_value}")
 
 
 def latency_model(analysis: Analysis, *, kind: str = "table", runtime: str = "ort-cpu",

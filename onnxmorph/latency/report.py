@@ -20,12 +20,21 @@ def latency_report(analysis: Analysis, alive: np.ndarray, pruned: onnx.ModelProt
     report: dict = {"ideal_speedup": 1.0 / macs_ratio if macs_ratio > 0 else None}
     if expr is not None:
         seed_ms, pruned_ms = expr(), expr(weights)
+        seed_split, pruned_split = expr.split(), expr.split(weights)
         report["predicted"] = {
             "seed_ms": seed_ms, "pruned_ms": pruned_ms,
             "ratio": pruned_ms / seed_ms if seed_ms else 1.0,
-            "covers": "weight layers (Conv, Gemm, MatMul); other ops are not priced",
+            "weight_layers_ms": [seed_split[0], pruned_split[0]],
+            "other_ops_ms": [seed_split[1], pruned_split[1]],
+            "covers": "weight layers (Conv, Gemm, MatMul) and every other op with channels "
+                      "(those fused into a Conv at 0 ms), except unpriced_ops; not shape "
+                      "computations",
+            "fused_ops": len(expr.fused),
+            "unpriced_ops": list(expr.unpriced),
             "model": expr.source.get("key", {}).get("model"),
         }
+        if expr.source.get("info", {}).get("warning"):
+            report["predicted"]["table_warning"] = expr.source["info"]["warning"]
     if measure:
         shapes = {k: tuple(v) for k, v in analysis.loaded.input_shapes.items()}
         try:

@@ -2,6 +2,7 @@
 max(FLOPs / peak compute, bytes moved / memory bandwidth), no measurement needed.
 
 FLOPs are 2 × the cost model's MACs; bytes are the float32 input, output and weight tensors.
+The other ops (other_ops.py) are memory-bound: their activations read and written once.
 Tabulated on a fine width grid, it goes through the same interpolation as a measured table.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 from onnxmorph.errors import OnnxMorphError
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.latency.layers import LayerSpec, weight_layers
+from onnxmorph.latency.other_ops import other_ops, roofline_op_ms
 from onnxmorph.latency.runtime import cpu_flags
 from onnxmorph.latency.table import Grid, LatencyTable
 
@@ -45,7 +47,8 @@ def roofline_table(analysis: Analysis, *, device: str = "cpu", batch: int = 1,
                    threads: int | None = None) -> LatencyTable:
     peak, bandwidth = device_constants(device, threads)
     layers, configs = {}, {}
-    for spec in weight_layers(analysis):
+    specs = weight_layers(analysis)
+    for spec in specs:
         config = spec.config_key(batch)
         layers[spec.name] = config
         if config in configs:
@@ -55,9 +58,14 @@ def roofline_table(analysis: Analysis, *, device: str = "cpu", batch: int = 1,
         configs[config] = Grid(grid_in, grid_out, [
             [roofline_ms(spec, cin, cout, batch, peak, bandwidth) for cout in grid_out]
             for cin in grid_in])
+    ops = {op.name: {"ms": 0.0 if op.fused_into else roofline_op_ms(op, analysis, batch,
+                                                                     bandwidth),
+                     "channels": op.channels, "fused_into": op.fused_into,
+                     "layout_changes": op.layout_changes}
+           for op in other_ops(analysis, {s.name for s in specs})}
     key = {"model": "roofline", "device": device, "batch": batch}
     info = {"peak_flops": peak, "bandwidth_bytes": bandwidth, "device": device}
-    return LatencyTable(key=key, layers=layers, configs=configs, info=info)
+    return LatencyTable(key=key, layers=layers, configs=configs, info=info, ops=ops)
 
 
 def roofline_ms(spec: LayerSpec, cin: float, cout: float, batch: int, peak: float,

@@ -35,6 +35,7 @@ from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
     endless,
+    loss_settings,
     output_name,
     phase_session,
     scheduled_rate,
@@ -83,7 +84,8 @@ def learn_structure(
     trained = analyze(LoadedModel(model=log.pop("model"), shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
                                   source=analysis.loaded.source),
-                      allow_uncounted=bool(analysis.uncounted))  # as the user allowed
+                      allow_uncounted=bool(analysis.uncounted),  # as the user allowed
+                      prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(trained, alive, probs)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_folded"] = verify_models(trained, sliced).to_dict()
@@ -108,9 +110,14 @@ def finetune_training_copy(
     teacher: Teacher | None, steps: int, shapes: dict[str, tuple[int, ...]],
 ) -> onnx.ModelProto:
     """Fine-tune the training copy of `model` (see training/prepare.py); return `model` with
-    the trained weights, at its own opset and batch dimension."""
+    the trained weights, at its own opset and batch dimension. `options.reinit` first
+    re-initialises the weights (the structure trained from scratch)."""
     if steps == 0:
         return model
+    if options.reinit:
+        from onnxmorph.rewrite.reinit import reinitialize
+
+        model = reinitialize(model, options.seed).model
     from onnxmorph.training import trainer  # looked up at call time: tests substitute it
 
     tuned = trainer.finetune(training_copy(model, shapes), source, options, loss, teacher, steps)
@@ -124,6 +131,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     expr = analysis.cost.expr(target)
     seed_cost = expr()
     fingerprint = {"model": model_digest(model), "loss": loss, "budget": budget,
+                   **loss_settings(options, loss),
                    "target": target, "gates": asdict(options.gates),
                    "ranger": asdict(options.ranger),
                    **{k: getattr(options, k) for k in _RESUME_OPTIONS}}

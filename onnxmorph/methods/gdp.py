@@ -102,7 +102,8 @@ def learn_polarized(
     absorbed = analyze(LoadedModel(
         model=absorb_input_factors(trained, plan.sites, absorbed_gates),
         shapes=analysis.loaded.shapes, input_shapes=analysis.loaded.input_shapes,
-        source=analysis.loaded.source))
+        source=analysis.loaded.source),
+        prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(absorbed, alive, scores)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_gates_absorbed"] = verify_models(absorbed, sliced).to_dict()

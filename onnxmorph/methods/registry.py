@@ -164,7 +164,8 @@ def check_request(method: Method, *, target: str, data: str | os.PathLike | None
                            f"{' or '.join(method.targets)}; for --target {target} use one of "
                            f"{', '.join(n for n, m in _METHODS.items() if target in m.targets)}")
     if resume and not method.resumable:
-        raise TrainingError(f"--resume is not supported by --method {method.name} yet; run "
+        raise TrainingError(f"--resume: --method {method.name} keeps no checkpoint of its "
+                            "structure learning, so an interrupted run cannot be continued; run "
                             "the command again without --resume")
 
 

@@ -103,7 +103,8 @@ def learn_regularized(
     trained = analyze(LoadedModel(model=model_with_values(seed_model, values),
                                   shapes=analysis.loaded.shapes,
                                   input_shapes=analysis.loaded.input_shapes,
-                                  source=analysis.loaded.source))
+                                  source=analysis.loaded.source),
+                      prune_embedding=analysis.channels.prune_embedding)
     sliced_result = slice_channels(trained, alive)
     alive, sliced = sliced_result.alive, sliced_result.model
     extra["verify_regularized_slice"] = verify_models(trained, sliced).to_dict()

@@ -33,6 +33,7 @@ _CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
                                       "channel on --data (ORT training)", needs_data=True)
 def taylor_scores(request: MethodInput) -> UnitScores:
     from onnxmorph.training.artifacts import build_training_artifacts
+    from onnxmorph.training.parameters import batchnorm_running_stats, layer_norm_parameters
     from onnxmorph.training.session import TrainingSession
     from onnxmorph.training.trainer import choose_loss, output_name, work_folder
 
@@ -40,6 +41,8 @@ def taylor_scores(request: MethodInput) -> UnitScores:
     batches = calibration_batches(request)
     probe, multipliers = taylor_probe(analysis)
     loss = choose_loss(request.training.get("loss", "auto"), batches[0])
+    if loss == "ce+distill":  # a gradient criterion: the labels' cross-entropy is enough
+        loss = "cross-entropy"
     pseudo_labels = loss == "distill"
     seed_session = _seed_session(analysis) if pseudo_labels else None
     layouts = analysis.channels.layouts
@@ -50,7 +53,8 @@ def taylor_scores(request: MethodInput) -> UnitScores:
         # loss and gradient, without ORT 1.19.2's SoftmaxCrossEntropyLoss gradient, which
         # fails on graphs without BatchNormalization ("i < node_->OutputDefs().size()").
         paths = build_training_artifacts(
-            probe, f"{folder}/taylor", trainable=list(multipliers.values()), frozen=None,
+            probe, f"{folder}/taylor", trainable=list(multipliers.values()),
+            frozen=batchnorm_running_stats(probe) + layer_norm_parameters(probe),
             loss="mse" if loss == "mse" else "distill", output_name=output_name(probe),
             cost_output=None, optimizer="sgd")
         session = TrainingSession(paths, learning_rate=0.0)  # gradients only, no updates
@@ -87,6 +91,7 @@ def taylor_probe(analysis: Analysis) -> tuple[onnx.ModelProto, dict[str, str]]:
     probe.CopyFrom(analysis.loaded.model)
     graph = probe.graph
     _fold_batchnorms(graph, analysis)
+    _untie_frozen_weights(graph)
     layouts, shapes = analysis.channels.layouts, analysis.loaded.shapes
     inits = {i.name for i in graph.initializer}
     multipliers: dict[str, str] = {}
@@ -136,6 +141,28 @@ def _fold_batchnorms(graph: onnx.GraphProto, analysis: Analysis) -> None:
                                       [node.output[0]], name=f"{prefix}/add"))
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _untie_frozen_weights(graph: onnx.GraphProto) -> None:
+    """Give every node after the first its own copy of an initializer it shares.
+
+    ORT names a gradient `<input>_grad` whether the input trains or not, so two
+    LayerNormalizations reading one frozen scale (the dynamo exporter merges equal-valued
+    weights, e.g. every LayerNorm of a freshly initialised ViT) define it twice and building
+    the probe's gradient graph fails. Nothing but the multipliers trains here, so copies are
+    exact."""
+    inits = {i.name: i for i in graph.initializer}
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        for slot, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = f"{PROBE_PREFIX}/untied_{index}_{slot}"
+                graph.initializer.append(numpy_helper.from_array(
+                    numpy_helper.to_array(inits[name]), copy))
+                node.input[slot] = copy
+            seen.add(name)
 
 
 def _place_after_producers(graph: onnx.GraphProto, inserted: dict[str, onnx.NodeProto]) -> None:

@@ -11,7 +11,7 @@ import onnx
 from onnxmorph.errors import DataError
 from onnxmorph.training.data import DataSource
 from onnxmorph.training.prepare import SameShapeBatches, batch_shapes
-from onnxmorph.training.trainer import Teacher, TrainOptions, choose_loss
+from onnxmorph.training.trainer import TEACHER_LOSSES, Teacher, TrainOptions, choose_loss
 
 
 @dataclass
@@ -19,7 +19,7 @@ class TrainingData:
     source: DataSource  # batches of the first batch's shapes (a smaller last one is skipped)
     loss: str
     shapes: dict[str, tuple[int, ...]]
-    teacher: Teacher | None  # the seed's outputs, for loss "distill"
+    teacher: Teacher | None  # the seed's outputs, for the distilling losses
 
 
 def training_data(data: str | os.PathLike, seed_model: onnx.ModelProto,
@@ -28,9 +28,9 @@ def training_data(data: str | os.PathLike, seed_model: onnx.ModelProto,
     first = next(iter(source.train()), None)
     if first is None:
         raise DataError(f"loader '{data}' train_batches() yielded no batches")
-    loss = choose_loss(options.loss, first)
+    loss = choose_loss(options.loss, first, seed_model)
     shapes = batch_shapes(first)
-    teacher = Teacher(seed_model) if loss == "distill" else None
+    teacher = Teacher(seed_model) if loss in TEACHER_LOSSES else None
     return TrainingData(SameShapeBatches(source, shapes), loss, shapes, teacher)
 
 
@@ -43,6 +43,8 @@ def finetune_and_report(sliced: onnx.ModelProto, seed_model: onnx.ModelProto,
     from onnxmorph.training.evaluate import evaluate
 
     extra["accuracy_after_slice"] = evaluate(sliced, prepared.source).accuracy
+    if options.reinit:  # the weights after the slice are thrown away: trained from scratch
+        extra["reinit"] = True
     final = finetune_training_copy(sliced, prepared.source, options, prepared.loss,
                                    prepared.teacher, options.finetune_steps, prepared.shapes)
     after = evaluate(final, prepared.source, reference=seed_model)

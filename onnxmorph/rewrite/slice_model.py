@@ -20,6 +20,8 @@ from onnxmorph.rewrite.slice_ops import SliceContext, apply_rule, unshare_concat
 # Metadata key under which the pruned model records what was removed, so `verify` can zero
 # exactly those channels in the seed.
 REMOVED_KEY = "onnxmorph.removed_channels"
+# Set when the embedding was a group (--prune-embedding): `verify` analyses the seed alike.
+EMBEDDING_KEY = "onnxmorph.prune_embedding"
 
 
 @dataclass
@@ -63,7 +65,7 @@ def slice_channels(
     _replace_dead_branches(model.graph, branches, keep, layouts, loaded.shapes)
     del model.graph.value_info[:]  # stale shapes; inference writes new ones
     kept = {name: np.flatnonzero(mask.ravel()) for name, mask in keep.items()}
-    _record_removed(model, keep)
+    _record_removed(model, keep, analysis.channels.prune_embedding)
     return SliceResult(model=model, alive=alive, kept=kept)
 
 
@@ -202,13 +204,22 @@ def _select(value: np.ndarray, selection: dict[int, np.ndarray]) -> np.ndarray:
     return value
 
 
-def _record_removed(model: onnx.ModelProto, keep: dict[str, np.ndarray]) -> None:
+def _record_removed(model: onnx.ModelProto, keep: dict[str, np.ndarray],
+                    prune_embedding: bool = False) -> None:
     removed = {name: np.flatnonzero(~mask.ravel()).tolist() for name, mask in keep.items()}
     for index in reversed(range(len(model.metadata_props))):
-        if model.metadata_props[index].key == REMOVED_KEY:
+        if model.metadata_props[index].key in (REMOVED_KEY, EMBEDDING_KEY):
             del model.metadata_props[index]
     entry = model.metadata_props.add()
     entry.key, entry.value = REMOVED_KEY, json.dumps(removed, separators=(",", ":"))
+    if prune_embedding:
+        flag = model.metadata_props.add()
+        flag.key, flag.value = EMBEDDING_KEY, "1"
+
+
+def pruned_embedding(model: onnx.ModelProto) -> bool:
+    """Whether `model` was sliced with the embedding as a group (--prune-embedding)."""
+    return any(e.key == EMBEDDING_KEY and e.value == "1" for e in model.metadata_props)
 
 
 def removed_channels(model: onnx.ModelProto) -> dict[str, list[int]]:

@@ -188,6 +188,29 @@ def reshape(ctx: SliceContext) -> None:
     ctx.set_constant(ctx.node, 1, updated)
 
 
+@rule("Expand")
+def expand(ctx: SliceContext) -> None:
+    """A class token expanded to [B, 1, E] (--prune-embedding): E in the target follows the
+    kept channels (a constant target, or constants of a Concat-built one; a 1 or a value read
+    at run time from the token itself already does)."""
+    out = ctx.node.output[0]
+    mask = ctx.mask(out)
+    if mask is None or mask.all():
+        return
+    target = ctx.const(1)
+    if target is None:
+        concat_target_constants(ctx)
+        return
+    new_shape, old_shape = ctx.new_shapes[out], ctx.shapes[out]
+    shift = len(old_shape) - target.size
+    updated = target.copy()
+    for axis in range(max(0, -shift), target.size):
+        old, new = old_shape[axis + shift], new_shape[axis + shift]
+        if old != new and updated[axis] == old:
+            updated[axis] = new
+    ctx.set_constant(ctx.node, 1, updated)
+
+
 def unshare_concat_targets(graph: onnx.GraphProto, keep: dict[str, np.ndarray]) -> None:
     """Give every Reshape that pruning reshapes its own copy of a Concat-built target: the
     dynamo exporter computes one [B, H, T, D] for all layers, whose head counts now differ."""

@@ -23,7 +23,7 @@ from onnxmorph.errors import ModelLoadError, OnnxMorphError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.model_file import read_model_file
 from onnxmorph.graph.shapes import graph_inputs
-from onnxmorph.rewrite.slice_model import removed_channels
+from onnxmorph.rewrite.slice_model import pruned_embedding, removed_channels
 from onnxmorph.rewrite.zero_channels import zero_removed_channels
 
 # float32 sums of a few thousand terms in a different order differ by ~1e-6 relative.
@@ -122,9 +122,11 @@ def verify_models(
     batch twice with different inputs)."""
     check_tolerances(atol, rtol)
     # verify compares outputs and reports no cost: a MAC it cannot count is no reason to stop.
-    analysis = (seed if isinstance(seed, Analysis)
-                else analyze(seed, input_shapes, allow_uncounted=True))
     pruned_model = pruned if isinstance(pruned, onnx.ModelProto) else read_model_file(pruned)
+    # The seed's tensors are laid out as the pruning saw them (embedding as a group or not).
+    analysis = (seed if isinstance(seed, Analysis)
+                else analyze(seed, input_shapes, allow_uncounted=True,
+                             prune_embedding=pruned_embedding(pruned_model)))
     check_same_inputs(analysis.loaded.model, pruned_model, "the seed", "the pruned model")
     reference = zero_removed_channels(
         analysis.loaded.model, analysis.channels.layouts, analysis.loaded.shapes,

@@ -1,4 +1,10 @@
-"""The seed with removed channels zeroed: what a pruned model must compute exactly."""
+"""The seed with removed channels zeroed: what a pruned model must compute exactly.
+
+A LayerNormalization over removed channels (--prune-embedding) is the one place where zeros
+are not enough: the pruned model normalises over the kept channels only, while the seed's
+mean and variance would count the zeros. There the reference normalises over the kept
+channels too (a masked LayerNorm at full width), which is what the pruned model promises.
+"""
 
 from __future__ import annotations
 
@@ -39,12 +45,66 @@ def zero_removed_channels(
     for inp in graph.input:
         if inp.name in new_nodes:
             ordered.append(new_nodes[inp.name])
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     for node in graph.node:
+        original_input = node.input[0] if node.input else ""
         for index, name in enumerate(node.input):
             if name in renamed:
                 node.input[index] = renamed[name]
-        ordered.append(node)
+        mask = keep.get(original_input)
+        if _normalises_removed(node, mask, layouts.get(original_input),
+                               shapes.get(original_input), used):
+            ordered.extend(_masked_layer_norm(node, mask, graph))
+        else:
+            ordered.append(node)
         ordered.extend(new_nodes[out] for out in node.output if out in new_nodes)
     del graph.node[:]
     graph.node.extend(ordered)
     return masked
+
+
+def _normalises_removed(node: onnx.NodeProto, mask: np.ndarray | None, layout: Layout | None,
+                        shape: tuple[int, ...] | None, used: set[str]) -> bool:
+    """A LayerNormalization over the last axis alone whose input lost channels there (and
+    whose mean/inv-std outputs nobody reads)."""
+    if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+        return False
+    if mask is None or mask.all() or layout is None or shape is None:
+        return False
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    last = len(shape) - 1
+    return (layout.axes == (last,) and axis in (-1, last)
+            and not any(name in used for name in node.output[1:] if name))
+
+
+def _masked_layer_norm(node: onnx.NodeProto, mask: np.ndarray,
+                       graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """y = (x - mean_k) / sqrt(var_k + eps) * scale + bias, mean and variance over the kept
+    channels k only (the removed ones are zeroed after it, as every removed channel is)."""
+    prefix = f"{node.output[0]}__masked_ln"
+    keep = mask.astype(np.float32).ravel()
+    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+    for suffix, value in (("mask", keep), ("count", np.array(keep.sum(), np.float32)),
+                          ("axes", np.array([-1], np.int64)), ("eps", np.array(eps, np.float32))):
+        graph.initializer.append(numpy_helper.from_array(value, f"{prefix}_{suffix}"))
+    x, c = node.input[0], lambda suffix: f"{prefix}_{suffix}"
+    steps = [
+        ("Mul", [x, c("mask")], "xm"), ("ReduceSum", ["xm", c("axes")], "sum"),
+        ("Div", ["sum", c("count")], "mean"), ("Sub", [x, "mean"], "diff"),
+        ("Mul", ["diff", c("mask")], "centred"), ("Mul", ["centred", "centred"], "square"),
+        ("ReduceSum", ["square", c("axes")], "sqsum"), ("Div", ["sqsum", c("count")], "var"),
+        ("Add", ["var", c("eps")], "vareps"), ("Sqrt", ["vareps"], "std"),
+        ("Div", ["centred", "std"], "normed"), ("Mul", ["normed", node.input[1]], "scaled"),
+    ]
+    nodes = []
+    local = {name for _, _, name in steps}
+    for op, inputs, out in steps:
+        inputs = [c(i) if i in local else i for i in inputs]
+        nodes.append(helper.make_node(op, inputs, [c(out)], name=c(out)))
+    result = c("scaled")
+    if len(node.input) > 2 and node.input[2]:
+        nodes.append(helper.make_node("Add", [result, node.input[2]], [c("biased")],
+                                      name=c("biased")))
+        result = c("biased")
+    nodes.append(helper.make_node("Identity", [result], [node.output[0]], name=c("out")))
+    return nodes

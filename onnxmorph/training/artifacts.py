@@ -16,6 +16,7 @@ from onnxmorph.training.loss_graph import (
     LAM_INPUT,
     LOSS_KINDS,
     TARGET_INPUT,
+    TEACHER_INPUT,
     LossSpec,
     add_loss_nodes,
 )
@@ -53,6 +54,7 @@ class ArtifactPaths:
     task_loss_index: int = 1
     cost_index: int | None = None
     output_index: int = 2
+    teacher_input: str | None = None  # ce+distill: the teacher's outputs, fed every step
 
     def save(self) -> None:
         Path(self.workdir, _META).write_text(json.dumps(asdict(self), indent=1))
@@ -117,12 +119,17 @@ def build_training_artifacts(
     cost_output: str | None,
     optimizer: str = "adamw",
     weight_decay: float = 0.0,
+    temperature: float = 1.0,
+    distill_weight: float = 0.5,
 ) -> ArtifactPaths:
     """Write training artifacts for `model` into `workdir` and describe them.
 
     - `loss`: "cross-entropy" (int64 labels, output shape minus axis 1), "mse" (float target
       shaped like the output) or "distill" (teacher logits shaped like the output; KL of
-      softmax, T=1, over axis 1). The target is fed as input `onnxmorph_target`.
+      softmax at `temperature`, times its square, over axis 1), "distill-mse" (MSE to the
+      teacher's outputs) or "ce+distill" (labels as for cross-entropy, plus the teacher's
+      logits as input `onnxmorph_teacher`: (1 - distill_weight) * CE + distill_weight * T^2
+      * KL). The target is fed as input `onnxmorph_target`.
     - `cost_output`: optional graph output (float, one element) added as `lam * cost`;
       `lam` is the `[1]` input `onnxmorph_lam`, fed every step.
     - `trainable=None`: weights of the task network (see `parameters.default_trainable`).
@@ -144,7 +151,8 @@ def build_training_artifacts(
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = LossSpec(loss, output_name, cost_output, default_opset(prepared))
+    spec = LossSpec(loss, output_name, cost_output, default_opset(prepared),
+                    temperature=float(temperature), distill_weight=float(distill_weight))
     additional = _additional_outputs(prepared, spec)
 
     paths = ArtifactPaths(
@@ -164,6 +172,7 @@ def build_training_artifacts(
         task_loss_index=1,
         cost_index=2 if cost_output else None,
         output_index=len(additional),
+        teacher_input=TEACHER_INPUT if loss == "ce+distill" else None,
     )
 
     def generate_and_try() -> None:
@@ -195,7 +204,8 @@ def try_one_step(paths: ArtifactPaths) -> None:
     session = TrainingSession(paths)
     rng = np.random.default_rng(0)
     feeds = {}
-    for name in (*paths.data_inputs, paths.target_input):
+    extra = (paths.target_input,) + ((paths.teacher_input,) if paths.teacher_input else ())
+    for name in (*paths.data_inputs, *extra):
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in infos[name].shape.dim]
         if any(d <= 0 for d in dims):
             return
@@ -203,6 +213,8 @@ def try_one_step(paths: ArtifactPaths) -> None:
         feeds[name] = (rng.normal(size=dims).astype(dtype) if np.issubdtype(dtype, np.floating)
                        else np.zeros(dims, dtype))
     target = feeds.pop(paths.target_input)
+    if paths.teacher_input:
+        target = (target, feeds.pop(paths.teacher_input))
     try:
         session.train_step(feeds, target, 0.0 if paths.lam_input else None)
     except DataError as exc:  # synthetic data fits by construction: the graph is at fault

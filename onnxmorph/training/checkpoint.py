@@ -201,21 +201,36 @@ def check_resume(resume: bool, method: str, data: str | None, steps: int,
 
 
 @contextlib.contextmanager
-def checkpointed_run(workdir: str | os.PathLike, params: dict, resume: bool, owned: bool):
+def checkpointed_run(workdir: str | os.PathLike, params: dict, resume: bool, owned: bool,
+                     unresumable: str | None = None):
     """Around a command that trains: checks --resume against the recorded arguments (`params`,
     the command's options; those that do not change the result are left out), removes the
     checkpoints when the command ends (the whole folder when `owned`), except after SIGINT /
-    SIGTERM, which become Interrupted with a line saying how to resume."""
+    SIGTERM, which become Interrupted with a line saying how to resume. `unresumable` names
+    a method that cannot resume: an interruption then keeps nothing and says so."""
     arguments = {k: v for k, v in params.items() if k not in _NOT_ARGUMENTS}
     arguments = json.loads(json.dumps(arguments, default=str))  # tuples → lists, as stored
     start_run(workdir, arguments, resume)
+
+    def abandon() -> None:
+        # Nothing left to resume: the checkpoints go, and so does the --log a fresh run
+        # started (a resumed run's log holds the interrupted run's rows: it stays).
+        remove_workdir(workdir, whole=owned)
+        if not resume and params.get("log"):
+            Path(params["log"]).unlink(missing_ok=True)
+
     try:
         yield
     except (KeyboardInterrupt, Interrupted) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
         where = resumable(workdir)
+        if unresumable is not None:
+            abandon()
+            raise Interrupted(signum, f"interrupted; --method {unresumable} keeps no checkpoint "
+                                      "to resume from: run the command again to start over"
+                              ) from None
         if where is None:
-            remove_workdir(workdir, whole=owned)
+            abandon()
             raise Interrupted(signum, "interrupted before the first checkpoint; nothing to "
                                       "resume") from None
         raise Interrupted(signum, f"interrupted; {where} is saved in {workdir}: run the same "
@@ -224,11 +239,11 @@ def checkpointed_run(workdir: str | os.PathLike, params: dict, resume: bool, own
         # Bad input or a diverging run: resuming would repeat it. A refused --resume keeps
         # the checkpoint, so the user can fix what was refused and resume.
         if not resume:
-            remove_workdir(workdir, whole=owned)
+            abandon()
         raise
     except BaseException:
         if resumable(workdir) is None:
-            remove_workdir(workdir, whole=owned)
+            abandon()
         raise
     remove_workdir(workdir, whole=owned)
 

@@ -31,6 +31,16 @@ NON_DIFFERENTIABLE_OPS = frozenset(
         "Dropout",
     }
 )  # fmt: skip
+# onnxruntime's transformer-optimizer fusions (com.microsoft) have no gradient builder
+# ("The gradient builder has not been registered: SkipLayerNormalization"); without this
+# list they failed later, on a missing output shape, instead of being named up front.
+CONTRIB_OPS_WITHOUT_GRADIENT = frozenset(
+    {
+        "Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",
+        "SkipSimplifiedLayerNormalization", "QAttention", "PackedAttention",
+        "PackedMultiHeadAttention", "GroupQueryAttention", "RotaryEmbedding",
+    }
+)  # fmt: skip
 # Pad trains in constant mode only.
 _PAD_MODES_WITHOUT_GRADIENT = ("reflect", "edge", "wrap")
 
@@ -277,6 +287,8 @@ def _expose_layer_norm_statistics(graph: onnx.GraphProto, taken: set[str]) -> No
 
 
 def _lacks_gradient(node: onnx.NodeProto) -> bool:
+    if node.domain == "com.microsoft":
+        return node.op_type in CONTRIB_OPS_WITHOUT_GRADIENT
     if node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type == "Pad":

@@ -33,6 +33,25 @@ def batchnorm_running_stats(model: onnx.ModelProto) -> list[str]:
     return found
 
 
+def layer_norm_parameters(model: onnx.ModelProto) -> list[str]:
+    """Scale and bias initializers (inputs 1 and 2) of every LayerNormalization node.
+
+    LayerNorm's gradient always computes these (per channel), even when they do not train;
+    left as constants, ORT's graph optimisations may merge equal ones (every LayerNorm of a
+    freshly initialised model has scale 1, bias 0) and the gradient graph then defines
+    `<name>_grad` twice. Carried as frozen parameters they stay separate graph inputs.
+    """
+    inits = {i.name for i in model.graph.initializer}
+    found: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "LayerNormalization":
+            continue
+        for name in node.input[1:3]:
+            if name in inits and name not in found:
+                found.append(name)
+    return found
+
+
 def _ancestors(model: onnx.ModelProto, outputs: list[str]) -> set[str]:
     """All tensor names that `outputs` depend on (top-level graph)."""
     producer = {o: n for n in model.graph.node for o in n.output}

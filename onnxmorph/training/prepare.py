@@ -22,6 +22,7 @@ import onnx
 from onnx import numpy_helper, version_converter
 
 from onnxmorph.errors import TrainingError
+from onnxmorph.graph.contrib_ops import untrainable_contrib_message
 from onnxmorph.graph.onnx_utils import default_opset
 from onnxmorph.graph.opset import MAX_IR_VERSION
 from onnxmorph.graph.shapes import with_static_inputs
@@ -71,7 +72,10 @@ def training_copy(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
         output.type.tensor_type.ClearField("shape")
     def infer() -> dict[str, tuple[int, ...]]:
         try:
-            return tensor_shapes(copy)
+            sizes = tensor_shapes(copy)
+            if any(not _static(sizes.get(o.name)) for o in copy.graph.output):
+                sizes.update(_run_output_shapes(copy, shapes))
+            return sizes
         except Exception as exc:
             raise TrainingError(f"shape inference failed on the training copy of the model at "
                                 f"input shapes {shapes}: {str(exc).splitlines()[0]}") from exc
@@ -88,8 +92,33 @@ def training_copy(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
     return rewritten if rewrite else copy
 
 
+def _static(dims: tuple[int, ...] | None) -> bool:
+    return dims is not None and all(d > 0 for d in dims)
+
+
+def _run_output_shapes(model: onnx.ModelProto,
+                       shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Output shapes at the batch's input shapes, from one onnxruntime run on zeros.
+
+    ONNX shape inference loses some outputs of dynamo exports (Swin's window reshapes), and
+    an output without a shape makes onnxblock's full check fail ("Field 'shape' of 'type' is
+    required but missing"); the loss also needs the output's static shape."""
+    import numpy as np
+
+    from onnxmorph.training.evaluate import inference_session
+
+    feeds = {i.name: np.zeros(shapes[i.name], onnx.helper.tensor_dtype_to_np_dtype(
+        i.type.tensor_type.elem_type)) for i in model.graph.input if i.name in shapes}
+    names = [o.name for o in model.graph.output]
+    outputs = inference_session(model).run(names, feeds)
+    return {name: tuple(int(d) for d in out.shape) for name, out in zip(names, outputs)}
+
+
 def check_differentiable(model: onnx.ModelProto) -> None:
     """One line naming the nodes ONNX Runtime cannot differentiate (after the rewrites)."""
+    fused = untrainable_contrib_message(model)
+    if fused:
+        raise TrainingError(fused)
     blockers = non_differentiable_nodes(model)
     if blockers:
         raise TrainingError(

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from onnxmorph.errors import DataError, TrainingError
 from onnxmorph.training.artifacts import ArtifactPaths
+from onnxmorph.training.loss_graph import LABEL_LOSSES
 from onnxmorph.training.ort_api import import_training_modules
 from onnxmorph.training.ranger import Ranger
 
@@ -93,10 +94,12 @@ class TrainingSession:
     # -- steps -------------------------------------------------------------------------------
 
     def train_step(
-        self, inputs: dict[str, np.ndarray], target: np.ndarray, lam: float | None = None
+        self, inputs: dict[str, np.ndarray], target: np.ndarray | tuple[np.ndarray, np.ndarray],
+        lam: float | None = None
     ) -> StepResult:
-        """One forward/backward/update. Raises TrainingError (naming the step) on NaN/inf loss,
-        before the update, so parameters stay finite."""
+        """One forward/backward/update (`target`: labels or teacher outputs as the loss
+        wants; for ce+distill the pair (labels, teacher outputs)). Raises TrainingError
+        (naming the step) on NaN/inf loss, before the update, so parameters stay finite."""
         self._module.train()
         outs = self._run(inputs, target, lam)
         result = self._result(outs)
@@ -117,7 +120,8 @@ class TrainingSession:
         return result
 
     def eval_step(
-        self, inputs: dict[str, np.ndarray], target: np.ndarray, lam: float | None = None
+        self, inputs: dict[str, np.ndarray], target: np.ndarray | tuple[np.ndarray, np.ndarray],
+        lam: float | None = None
     ) -> StepResult:
         """Forward only, inference-mode BatchNormalization, no update."""
         self._module.eval()
@@ -175,9 +179,14 @@ class TrainingSession:
         return [*self.paths.trainable, *self.paths.frozen]
 
     def _run(
-        self, inputs: dict[str, np.ndarray], target: np.ndarray, lam: float | None
+        self, inputs: dict[str, np.ndarray], target, lam: float | None
     ) -> tuple[np.ndarray, ...]:
         feeds = dict(self._data_feeds(inputs))
+        if self.paths.teacher_input is not None:  # ce+distill: (labels, teacher outputs)
+            if not isinstance(target, tuple) or len(target) != 2:
+                raise TrainingError("loss ce+distill takes (labels, teacher outputs) as target")
+            target, teacher = target
+            feeds[self.paths.teacher_input] = np.ascontiguousarray(teacher, dtype=np.float32)
         feeds[self.paths.target_input] = self._target(target)
         if self.paths.lam_input is not None:
             feeds[self.paths.lam_input] = np.array([0.0 if lam is None else lam], np.float32)
@@ -203,7 +212,7 @@ class TrainingSession:
         return feeds
 
     def _target(self, target: np.ndarray) -> np.ndarray:
-        dtype = np.int64 if self.paths.loss == "cross-entropy" else np.float32
+        dtype = np.int64 if self.paths.loss in LABEL_LOSSES else np.float32
         return np.ascontiguousarray(np.asarray(target), dtype=dtype)
 
     def _result(self, outs: tuple[np.ndarray, ...]) -> StepResult:
@@ -226,6 +235,10 @@ def _session_options(threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # Errors only: the warnings are about the training graph onnxmorph generated (unused
+    # initializers of the eval graph, ...), nothing a user can act on, and they would break
+    # through --quiet and --json. Errors still come back as exceptions.
+    options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
     return options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,11 @@ from onnxmorph.training.ranger import OPTIMIZERS, RangerSettings, make_ranger
 from onnxmorph.training.schedules import DEFAULT_SCHEDULE, check_schedule, learning_rate
 from onnxmorph.training.session import TrainingSession, check_device, model_with_values
 
-LOSSES = ("auto", "cross-entropy", "mse", "distill")
+LOSSES = ("auto", "cross-entropy", "mse", "distill", "ce+distill")
+TEACHER_LOSSES = ("distill", "distill-mse", "ce+distill")  # losses that read the seed's outputs
+# Hinton et al.'s usual values, kept by benchmarks/RESULTS_recovery.md.
+DISTILL_TEMPERATURE = 4.0
+DISTILL_WEIGHT = 0.5
 
 
 @dataclass
@@ -53,6 +58,12 @@ class TrainOptions:
     log_offset: int | None = field(default=None, repr=False)
     device: str = "cpu"  # "cuda" trains on a GPU (the onnxruntime-training CUDA build)
     lr_schedule: str = DEFAULT_SCHEDULE  # training/schedules.py, in every training phase
+    # ce+distill: (1 - w) * CE + w * T^2 * KL(softmax(teacher/T) || softmax(student/T)).
+    distill_temperature: float = DISTILL_TEMPERATURE
+    distill_weight: float = DISTILL_WEIGHT
+    # Re-initialise the weights (rewrite/reinit.py, seeded by `seed`) before fine-tuning:
+    # the pruned structure trained from scratch.
+    reinit: bool = False
     # Hyper-parameters of optimizer="ranger" (training/ranger.py; a dict is accepted too).
     ranger: RangerSettings = field(default_factory=RangerSettings)
 
@@ -69,6 +80,10 @@ class TrainOptions:
         if self.learning_rate <= 0:
             raise TrainingError("--lr must be positive")
         check_schedule(self.lr_schedule)
+        if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
+            raise TrainingError("--distill-temperature must be a finite number > 0")
+        if not (math.isfinite(self.distill_weight) and 0 <= self.distill_weight <= 1):
+            raise TrainingError("--distill-weight must be a number in [0, 1]")
         if self.optimizer not in OPTIMIZERS:
             raise TrainingError(f"unknown optimizer '{self.optimizer}'; use one of "
                                 f"{', '.join(OPTIMIZERS)}")
@@ -76,30 +91,60 @@ class TrainOptions:
             self.ranger = RangerSettings(**self.ranger)
         if self.checkpoint_every < 1:
             raise TrainingError("--checkpoint-every must be at least 1")
+        if self.reinit and self.finetune_steps == 0:
+            raise TrainingError("--reinit trains the structure from scratch: it needs "
+                                "--finetune-steps > 0")
         if self.resume and not self.workdir:
             raise TrainingError("--resume needs the --workdir of the interrupted run")
 
 
-def choose_loss(option: str, batch: Batch) -> str:
-    """Integer labels → cross-entropy; no labels → distillation from the seed; float → mse."""
+def choose_loss(option: str, batch: Batch, model: onnx.ModelProto | None = None) -> str:
+    """Integer labels → ce+distill (cross-entropy plus distillation from the seed); no labels
+    → distillation from the seed; float labels → mse. Distillation to outputs that are not
+    class scores (see `class_scores`; known from `model`) is MSE to the seed's outputs."""
     if option != "auto":
-        if option in ("cross-entropy", "mse") and batch.labels is None:
+        if option in ("cross-entropy", "mse", "ce+distill") and batch.labels is None:
             raise DataError(f"--loss {option} needs labels, but the loader yields inputs only; "
                             "use --loss distill")
-        if option == "cross-entropy" and not np.issubdtype(batch.labels.dtype, np.integer):
-            raise DataError(f"--loss cross-entropy needs integer class indices, but the labels "
+        if option in ("cross-entropy", "ce+distill") and not np.issubdtype(batch.labels.dtype,
+                                                                          np.integer):
+            raise DataError(f"--loss {option} needs integer class indices, but the labels "
                             f"are {batch.labels.dtype}; yield integer labels of shape (N,)")
-        return option
+        return _distill_kind(option, model)
     if batch.labels is None:
-        return "distill"
+        return _distill_kind("distill", model)
     if np.issubdtype(batch.labels.dtype, np.integer):
-        return "cross-entropy"
+        return "ce+distill"
     if _look_like_class_probabilities(batch.labels):
         raise DataError(f"labels are float of shape {batch.labels.shape} with rows summing to 1 "
                         "(one-hot or soft class labels), which onnxmorph does not train on; "
                         "yield integer class indices of shape (N,), or pass --loss mse to "
                         "regress the outputs on them")
     return "mse"
+
+
+def _distill_kind(loss: str, model: onnx.ModelProto | None) -> str:
+    if loss == "distill" and model is not None and not class_scores(model):
+        return "distill-mse"
+    return loss
+
+
+def class_scores(model: onnx.ModelProto) -> bool:
+    """Whether the first output looks like class scores, as `evaluate.is_class_scores` says
+    of arrays: `[N, C]` (or `[N, C, 1, 1]`) with C unknown or > 1. Other outputs (maps,
+    boxes, one value per sample) are distilled by MSE, not KL."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) < 2 or (dims[1].HasField("dim_value") and dims[1].dim_value <= 1):
+        return False
+    return all(d.HasField("dim_value") and d.dim_value == 1 for d in dims[2:])
+
+
+def loss_settings(options: TrainOptions, loss: str) -> dict:
+    """The loss graph's temperature and weight: --distill-temperature/--distill-weight for
+    ce+distill; distillation without labels stays at T = 1 (its KL is the whole loss)."""
+    if loss != "ce+distill":
+        return {}
+    return {"temperature": options.distill_temperature, "distill_weight": options.distill_weight}
 
 
 def _look_like_class_probabilities(labels: np.ndarray) -> bool:
@@ -109,7 +154,7 @@ def _look_like_class_probabilities(labels: np.ndarray) -> bool:
 
 
 class Teacher:
-    """The seed model's outputs: the target of label-free distillation."""
+    """The seed model's outputs: the target of distillation (with or without labels)."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.session = inference_session(model)
@@ -118,8 +163,11 @@ class Teacher:
         return self.session.run(None, batch.inputs)[0]
 
 
-def target_for(batch: Batch, loss: str, teacher: Teacher | None) -> np.ndarray:
-    if loss == "distill":
+def target_for(batch: Batch, loss: str, teacher: Teacher | None):
+    """What `TrainingSession.train_step` takes as target for `loss`."""
+    if loss == "ce+distill":
+        return batch.labels, teacher(batch)
+    if loss in TEACHER_LOSSES:
         return teacher(batch)
     return batch.labels
 
@@ -159,7 +207,8 @@ def finetune(
         return model
     fingerprint = {"model": model_digest(model), "loss": loss, "steps": steps, "label": label,
                    "learning_rate": options.learning_rate, "optimizer": options.optimizer,
-                   "lr_schedule": options.lr_schedule, "ranger": asdict(options.ranger)}
+                   "lr_schedule": options.lr_schedule, "ranger": asdict(options.ranger),
+                   **loss_settings(options, loss)}
     checkpoints = PhaseCheckpoints(options, "finetune", data, fingerprint)
     loaded = checkpoints.loaded
     log_offset = loaded.state.get("log_offset") if loaded else options.log_offset
@@ -210,6 +259,7 @@ def phase_session(
     paths = build_training_artifacts(
         model, folder, trainable=list(trainable), frozen=None, loss=loss,
         output_name=output_name(model), cost_output=cost_output, optimizer=options.optimizer,
+        **loss_settings(options, loss),
     )
     return TrainingSession(paths, learning_rate=options.learning_rate, checkpoint=checkpoint,
                            device=options.device, threads=options.threads,

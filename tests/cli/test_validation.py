@@ -130,12 +130,15 @@ RANGES = [
     (["prune", "--method", "l1", "--seed", "-1"], "--seed"),
     (["prune", "--method", "l1", "--atol", "-1"], "--atol"),
     (["prune", "--method", "l1", "--rtol", "nan"], "--rtol"),
+    (["prune", "--method", "l1", "--threads", "0"], "--threads"),
+    (["prune", "--method", "l1", "--batch", "0"], "--batch"),
     (["expand", "--width", "nan"], "--width"),
     (["expand", "--width", "9"], "--width"),
     (["expand", "--budget", "-2"], "--budget"),
     (["expand", "--width", "2", "--round-to", "0"], "--round-to"),
     (["finetune", "--data", "x.py", "--steps", "0"], "--steps"),
     (["finetune", "--data", "x.py", "--lr", "-1"], "--lr"),
+    (["finetune", "--data", "x.py", "--threads", "0"], "--threads"),
 ]
 
 

@@ -47,3 +47,24 @@ def test_a_node_name_that_is_not_utf8_is_refused_at_load_not_where_it_is_printed
     damaged.ParseFromString(model.SerializeToString().replace(b"first_conv", b"first_co\xe4v"))
     with pytest.raises(UnsupportedModelError, match="NodeProto.name that is not UTF-8"):
         load_model(damaged)
+
+
+def test_a_reshape_whose_shapes_disagree_is_a_boundary_not_a_crash():
+    """Shape inference on a damaged export can give a Reshape more output elements than
+    input ones (fuzzed BERT and ViT exports); laying the unit ids over it raised ValueError."""
+    import onnxmorph
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+             helper.make_node("Reshape", ["h", "shape"], ["r"], name="split_heads"),
+             helper.make_node("ReduceSum", ["r"], ["y"], keepdims=0, name="sum")]
+    inits = [numpy_helper.from_array(np.ones((6, 8), np.float32), "w"),
+             numpy_helper.from_array(np.array([1, 4, 4, 4], np.int64), "shape")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    analysis = onnxmorph.analyze(model)
+    assert analysis.loaded.shapes["h"] == (1, 4, 8) and analysis.loaded.shapes["r"] == (1, 4, 4, 4)
+    reasons = [g.reason for g in analysis.groups if not g.prunable]
+    assert any("turns 32 elements into 64" in (r or "") for r in reasons), reasons

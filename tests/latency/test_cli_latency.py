@@ -40,7 +40,8 @@ def test_profile_then_prune_to_a_latency_budget(tmp_path):
     measured = report["latency"]["measured"]
     assert measured["seed_ms"] > 0 and measured["pruned_ms"] > 0
     analyzed = invoke("analyze", seed, "--latency-table", table)
-    assert "ms predicted for the weight layers (table)" in analyzed.stdout
+    assert "ms predicted (table; ops other than weight layers:" in analyzed.stdout
+    assert "NOT PRICED" not in analyzed.stdout  # a measured table prices every op
 
 
 def test_roofline_prune_summary_and_bad_table(tmp_path):
@@ -50,7 +51,7 @@ def test_roofline_prune_summary_and_bad_table(tmp_path):
                     "--latency-model", "roofline", "--latency-device", "v100", "--budget",
                     "0.5", "-o", tmp_path / "u.onnx")
     assert result.exit_code == 0, result.output
-    assert "latency predicted (weight layers)" in result.stdout
+    assert "latency predicted" in result.stdout and "other ops" in result.stdout
     assert "latency measured" in result.stdout and "speed-up" in result.stdout
     bad = tmp_path / "bad.json"
     bad.write_text("[]")

@@ -4,13 +4,15 @@ group-lasso's term for --target latency) against differences of the latency itse
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from onnxmorph.latency.expr import latency_expr
 from tests.latency.fixtures import synthetic_table
 
 
-def test_derivative_is_the_slope_from_below_of_the_predicted_latency(tiny_analysis):
-    expr = latency_expr(tiny_analysis, synthetic_table(tiny_analysis))
+@pytest.mark.parametrize("ops", [False, True], ids=["weight layers", "all ops"])
+def test_derivative_is_the_slope_from_below_of_the_predicted_latency(tiny_analysis, ops):
+    expr = latency_expr(tiny_analysis, synthetic_table(tiny_analysis, ops=ops))
     rng = np.random.default_rng(0)
     num_units = expr.num_units
     for alive in (np.ones(num_units), (rng.random(num_units) > 0.4).astype(float),

@@ -32,7 +32,9 @@ def test_auto_rounding_keeps_blocks_where_the_seed_had_them(method):
     assert result.extra["round_to"] == f"auto ({block})"
     for group in result.analysis.channels.prunable_groups():
         kept = int(result.alive[group.units].sum())
-        if group.channels % block == 0:
+        # A group of one block is rounded finer on purpose (SelectionRules.step): it could
+        # otherwise never shrink. That happens on AVX-512 machines (block 16) with 16-wide layers.
+        if group.channels % block == 0 and group.channels > block:
             assert kept % block == 0, (group.id, group.channels, kept)
     plain = onnxmorph.prune(str(SAMPLES / "resnet_seed.onnx"), method=method, budget=0.5,
                             round_to=1)

@@ -9,6 +9,7 @@ from onnxmorph.latency.cache import cache_dir, cache_path, table_key
 from onnxmorph.latency.expr import latency_expr
 from onnxmorph.latency.layers import weight_layers
 from onnxmorph.latency.model import measured_table
+from onnxmorph.latency.profile import grid_counts
 from onnxmorph.latency.table import LatencyTable, LatencyTableError
 from onnxmorph.methods.l1 import l1_unit_scores
 from onnxmorph.methods.select import SelectionRules, select_to_budget
@@ -88,12 +89,23 @@ def test_measured_table_is_cached_and_reused(monkeypatch, tmp_path):
     from onnxmorph.graph.analysis import analyze
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    analysis = analyze(tiny_model())
+    analysis = analyze(tiny_model(dynamic_batch=True))  # batch 2 below
     table, path, measured = measured_table(analysis, threads=1)
     assert measured and path.exists() and path.parent == cache_dir()
     assert set(table.layers) == {"conv_1", "conv_2", "conv_3", "gemm_1"}
     assert all(v > 0 for g in table.configs.values() for row in g.ms for v in row)
+    assert table.overhead_ms > 0 and table.ops["globalaveragepool_1"]["ms"] > 0
     again, same_path, measured_again = measured_table(analysis, threads=1)
     assert same_path == path and not measured_again and again.configs == table.configs
     _, other_path, _ = measured_table(analysis, threads=1, batch=2)
     assert other_path != path
+
+
+def test_a_layer_of_one_block_is_profiled_on_a_finer_grid(tiny_analysis):
+    from onnxmorph.latency.profile import layer_step
+
+    conv = next(s for s in weight_layers(tiny_analysis) if s.name == "conv_3")  # 16 → 24
+    # --round-to auto cuts a one-block group finer, so one grid point would price it as fixed.
+    assert layer_step(conv, 16, 16) == 1 and layer_step(conv, 24, 8) == 8
+    assert layer_step(conv, 32, 16) == 16 and layer_step(conv, 24, 16) == 1
+    assert grid_counts(16, True, layer_step(conv, 16, 16)) == [4, 8, 12, 16]

@@ -46,7 +46,7 @@ def test_prune_gdp_reaches_the_budget_and_the_slice_is_the_gated_model(tmp_path)
 
 def test_gdp_refuses_resume_before_training(tmp_path):
     loader = write_sample_loader(tmp_path / "loader.py")
-    with pytest.raises(TrainingError, match="--resume is not supported by --method gdp"):
+    with pytest.raises(TrainingError, match="--method gdp keeps no checkpoint"):
         onnxmorph.prune(str(SAMPLES / "resnet_seed.onnx"), method="gdp", data=str(loader),
                         training={"resume": True, "workdir": str(tmp_path / "work")})
 

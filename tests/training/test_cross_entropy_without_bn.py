@@ -40,7 +40,7 @@ def test_l1_with_labelled_finetuning_on_a_model_without_batchnorm(tmp_path):
     result = onnxmorph.prune(tmp_path / "m.onnx", method="l1", budget=0.6,
                              data=str(tmp_path / "loader.py"),
                              training={"steps": 2, "finetune_steps": 3})
-    assert result.extra["loss"] == "cross-entropy"
+    assert result.extra["loss"] == "ce+distill"  # the default with labels: CE + KL
     assert 0.0 <= result.extra["accuracy_after"] <= 1.0
     seed = onnx.load(tmp_path / "m.onnx")
     before = {i.name: numpy_helper.to_array(i) for i in seed.graph.initializer}

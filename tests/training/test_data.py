@@ -279,12 +279,16 @@ def test_loss_follows_the_labels(tmp_path, resnet_specs):
             """, resnet_specs))
 
     x = "np.zeros((2, 1, 28, 28), np.float32)"
-    assert choose_loss("auto", batch_of(f"({x}, np.array([1, 2]))")) == "cross-entropy"
+    # Labels present: cross-entropy plus distillation from the seed (the default).
+    assert choose_loss("auto", batch_of(f"({x}, np.array([1, 2]))")) == "ce+distill"
+    assert choose_loss("cross-entropy", batch_of(f"({x}, np.array([1, 2]))")) == "cross-entropy"
     assert choose_loss("auto", batch_of(f"({x}, np.zeros((2, 10), np.float32))")) == "mse"
     unlabeled = batch_of(x)
     assert choose_loss("auto", unlabeled) == "distill"
     assert choose_loss("distill", unlabeled) == "distill"
-    for loss in ("cross-entropy", "mse"):
+    with pytest.raises(DataError, match="ce\\+distill needs integer class indices"):
+        choose_loss("ce+distill", batch_of(f"({x}, np.zeros((2, 10), np.float32))"))
+    for loss in ("cross-entropy", "mse", "ce+distill"):
         with pytest.raises(DataError, match=r"needs labels.*use --loss distill"):
             choose_loss(loss, unlabeled)
 

@@ -233,7 +233,7 @@ def test_prune_with_labels_meets_the_budget(loaders, tmp_path):
     result = onnxmorph.prune(str(RESNET), data=str(loaders["labeled"]), budget=0.5,
                              training=dict(steps=30, finetune_steps=5))
     report = result.report()
-    _assert_report(report, 0.5, "cross-entropy", labels=True)
+    _assert_report(report, 0.5, "ce+distill", labels=True)
     assert report["steps"] == 30 and report["finetune_steps"] == 5
     _assert_plain_pruned_model(result.model)
     # the structure agrees with the model that was written
@@ -268,7 +268,7 @@ def test_hardswish_model_trains_through_the_gated_path(loaders, tmp_path):
     result = onnxmorph.prune(str(MOBILENET), data=str(loaders["labeled"]), budget=0.7,
                              training=dict(steps=12, finetune_steps=3, log=str(log)))
     report = result.report()
-    _assert_report(report, 0.7, "cross-entropy", labels=True)
+    _assert_report(report, 0.7, "ce+distill", labels=True)
     _assert_plain_pruned_model(result.model)
     # the hard activations are rebuilt for training only; the output keeps the seed's ops
     assert {"HardSwish", "HardSigmoid"} <= {n.op_type for n in result.model.graph.node}

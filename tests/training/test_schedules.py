@@ -152,3 +152,21 @@ def test_structure_learning_runs_each_step_at_the_scheduled_rate(tiny, monkeypat
     _train_gates(gated, analysis, source, options, "cross-entropy", None, 0.5, "flops",
                  str(folder / "one-cycle"))
     assert np.allclose(seen[-6:], [learning_rate("one-cycle", 0.01, s, 6) for s in range(6)])
+
+
+@pytest.mark.parametrize("method", ["gamma", "group-lasso", "gdp"])
+def test_every_structure_learning_method_follows_the_schedule(tiny, monkeypatch, method):
+    import onnxmorph
+
+    model, _, folder = tiny
+    seen = []
+    original = TrainingSession.set_learning_rate
+    monkeypatch.setattr(TrainingSession, "set_learning_rate",
+                        lambda self, rate: seen.append(rate) or original(self, rate))
+    onnxmorph.prune(model, method=method, budget=0.8, data=str(folder / "loader.py"),
+                    round_to=1, training=dict(steps=6, finetune_steps=3, strength=0.0
+                                              if method != "gdp" else None,
+                                              lr_schedule="one-cycle", learning_rate=0.01))
+    structure = [learning_rate("one-cycle", 0.01, s, 6) for s in range(6)]
+    finetune = [learning_rate("one-cycle", 0.01, s, 3) for s in range(3)]
+    assert np.allclose(seen[:6], structure) and np.allclose(seen[-3:], finetune)

@@ -85,7 +85,14 @@ def expand(ctx: NodeContext) -> Coupling:
     if shape is None or not out:
         return ctx.boundary(f"Expand '{ctx.name}' has an unknown shape")
     if layout is None:
-        reason = f"Expand '{ctx.name}' broadcasts a constant (a class token) at run time"
+        token = ctx.const(0)
+        if ctx.prune_embedding and token is not None and token.ndim == len(out) \
+                and token.shape[-1] == out[-1] > 1:
+            # A class token joins the embedding: its last axis is sliced with the channels,
+            # the target's channel entry rewritten (rewrite/slice_ops.py).
+            return Coupling(outputs=[Fresh(axis=len(out) - 1, count=out[-1])])
+        reason = (f"Expand '{ctx.name}' broadcasts a constant (a class token) at run time "
+                  "(--prune-embedding prunes it with the embedding)")
         return Coupling(outputs=[Fresh(axis=len(out) - 1, count=out[-1], pinned=reason)])
     shift = len(out) - len(shape)
     if any(shape[a] != out[a + shift] for a in layout.axes):

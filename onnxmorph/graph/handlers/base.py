@@ -67,6 +67,11 @@ class NodeContext:
     out_shapes: list[tuple[int, ...] | None]
     constants: list[np.ndarray | None]
     opset: int = 13  # the model's default-domain opset (some ops changed meaning at 13)
+    # --prune-embedding: LayerNorms pass the residual stream's channels through (one group).
+    prune_embedding: bool = False
+    # A Shape node: the input axes its consumers read (Gather/Slice of constant positions),
+    # None when unknown (then every axis counts as read).
+    dims_read: frozenset[int] | None = None
 
     @property
     def name(self) -> str:

@@ -20,6 +20,11 @@ def reshape(ctx: NodeContext) -> Coupling:
     layout, in_shape, out_shape = ctx.in_layouts[0], ctx.in_shapes[0], ctx.out_shapes[0]
     if layout is None or in_shape is None or out_shape is None:
         return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' has an unknown shape")
+    if math.prod(in_shape) != math.prod(out_shape):
+        # Shape inference can hand a damaged model such shapes; the model cannot run, and
+        # the unit ids cannot be laid over a tensor of another size.
+        return ctx.boundary(f"{ctx.node.op_type} '{ctx.name}' turns {math.prod(in_shape)} "
+                            f"elements into {math.prod(out_shape)} (inconsistent shapes)")
     start = min(layout.axes)
     out_start = _matching_prefix(in_shape[:start], out_shape)
     if out_start is None:

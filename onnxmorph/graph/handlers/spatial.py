@@ -57,7 +57,14 @@ def layer_normalization(ctx: NodeContext) -> Coupling:
     axis = axis + len(shape) if axis < 0 else axis
     if not any(a >= axis for a in layout.axes):
         return ctx.passthrough()  # normalises within each channel (over the axes after it)
+    if ctx.prune_embedding and single_axis(layout, len(shape) - 1) and axis == len(shape) - 1:
+        # The embedding dimension: a pruned model normalises over the kept channels, which
+        # `verify` compares with the seed normalised over those channels only
+        # (rewrite/zero_channels.py); scale and bias are sliced with the channels.
+        return ctx.passthrough()
     reason = f"LayerNormalization '{ctx.name}' mixes values across channels"
+    if not ctx.prune_embedding and single_axis(layout, len(shape) - 1):
+        reason += " (--prune-embedding prunes the embedding dimension)"
     if not single_axis(layout):
         return ctx.boundary(reason)
     outputs: list = [Fresh(axis=layout.axis, count=layout.size, pinned=reason)]

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmorph.graph.handlers.attention import reads_head_shape
-from onnxmorph.graph.handlers.base import Coupling, Layout, NodeContext, register, single_axis
+from onnxmorph.graph.handlers.base import (
+    Coupling,
+    Fresh,
+    Layout,
+    NodeContext,
+    register,
+    single_axis,
+)
 
 
 def _axis(ctx: NodeContext, rank: int, default: int = 0) -> int:
@@ -93,6 +100,12 @@ def _python_slice(start: int, end: int, step: int) -> slice:
 @register("Gather")
 def gather(ctx: NodeContext) -> Coupling:
     layout, shape, indices = ctx.in_layouts[0], ctx.in_shapes[0], ctx.const(1)
+    table, out = ctx.const(0), ctx.out_shapes[0]
+    if ctx.prune_embedding and table is not None and indices is None and table.ndim == 2 \
+            and _axis(ctx, 2) == 0 and out and out[-1] == table.shape[1] > 1:
+        # An embedding lookup (words, positions, segments): the table's columns are the
+        # embedding's channels, sliced with them.
+        return Coupling(outputs=[Fresh(axis=len(out) - 1, count=table.shape[1])])
     if layout is None or shape is None or indices is None:
         return ctx.boundary(f"Gather '{ctx.name}' has indices computed at run time")
     axis = _axis(ctx, len(shape))
@@ -100,6 +113,9 @@ def gather(ctx: NodeContext) -> Coupling:
         return Coupling(outputs=[Layout(layout.axes, layout.ids[indices])])
     if axis not in layout.axes and indices.ndim == 1:
         return ctx.passthrough()
+    if axis not in layout.axes and indices.ndim == 0:
+        # x[:, 0] (a class token picked from the tokens): that axis goes, the channels stay.
+        return ctx.passthrough(Layout(tuple(a - (a > axis) for a in layout.axes), layout.ids))
     if axis in layout.axes and len(layout.axes) > 1 and indices.ndim == 0:
         # q = qkv[0] of a fused [3, B, H, T, D] projection: one entry of the outer axis.
         position = layout.axes.index(axis)
@@ -124,7 +140,13 @@ def transpose(ctx: NodeContext) -> Coupling:
 
 @register("Shape", "Size")
 def shape_reader(ctx: NodeContext) -> Coupling:
-    if reads_head_shape(ctx):
+    layout = ctx.in_layouts[0]
+    reads_other_axes = (ctx.node.op_type == "Shape" and layout is not None
+                        and ctx.dims_read is not None
+                        and not any(axis in ctx.dims_read for axis in layout.axes))
+    if reads_head_shape(ctx) or reads_other_axes:
+        # Only other axes are read (the batch, to expand a class token): pruning cannot
+        # change what the graph computes from them.
         return Coupling(outputs=[None] * len(ctx.out_shapes))
     # A run-time Shape lets the graph compute with the channel count; pruning would change it.
     coupling = ctx.boundary(f"its shape is read at run time by {ctx.node.op_type} '{ctx.name}'")
