@@ -20,6 +20,9 @@ shows them all, so several invocations (a second seed, another method) add up to
 
     python benchmarks/bench_methods.py --seeds 0      # then --seeds 1, --methods taylor
 
+The header listing every invocation and the reading of RESULTS_methods.md are written by
+hand: a new invocation rewrites the tables and leaves them out, so add them back.
+
 Quick check: python benchmarks/bench_methods.py --models resnet --budgets 0.5 --seeds 0 \
     --steps 2 --finetune-steps 2 --out /tmp/m.md
 """
