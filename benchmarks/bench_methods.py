@@ -14,9 +14,14 @@ fine-tuning is on the first E × 64 test images. The speed-up is measured in onn
 seed and result interleaved (batch 1, 1 thread, median of R runs), with the 1-min load
 average beside it; "wall s" is the whole method (selection, training, slicing; learning
 methods include their own evaluations). The markdown is rewritten after each run, seed by
-seed, so a run cut short leaves a complete table for the first seed.
+seed, so a run cut short leaves a complete table for the first seed. Every finished run is
+appended to --runs (JSON lines); runs already there are not run again, and the markdown
+shows them all, so several invocations (a second seed, another method) add up to one table.
 
-    python benchmarks/bench_methods.py --seeds 0      # the committed RESULTS_methods.md
+    python benchmarks/bench_methods.py --seeds 0      # then --seeds 1, --methods taylor
+
+The header listing every invocation and the reading of RESULTS_methods.md are written by
+hand: a new invocation rewrites the tables and leaves them out, so add them back.
 
 Quick check: python benchmarks/bench_methods.py --models resnet --budgets 0.5 --seeds 0 \
     --steps 2 --finetune-steps 2 --out /tmp/m.md
@@ -25,6 +30,8 @@ Quick check: python benchmarks/bench_methods.py --models resnet --budgets 0.5 --
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -54,7 +61,11 @@ from bench_accuracy import loader_for_seed  # noqa: E402
 from bench_criteria import Run, pct  # noqa: E402
 
 METHODS = ("gates", "gdp", "gamma", "group-lasso", "l1", "uniform", "taylor")
-OPTIMIZERS = ("adamw", "ranger")
+# name → (optimizer, Ranger settings): Ranger's reference defaults, and β2 = 0.99, whose
+# rectification warms up over ~200 steps instead of ~2000 (as bench_optimizers.py).
+OPTIMIZER_SETTINGS = {"adamw": ("adamw", None), "ranger": ("ranger", None),
+                      "ranger-b2-0.99": ("ranger", {"beta2": 0.99})}
+OPTIMIZERS = tuple(OPTIMIZER_SETTINGS)
 
 
 @dataclass
@@ -70,7 +81,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS[:6]))
-    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS))
+    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS,
+                        default=list(OPTIMIZERS[:2]))
     parser.add_argument("--steps", type=int, default=30, help="structure steps (S)")
     parser.add_argument("--finetune-steps", type=int, default=30, help="F")
     parser.add_argument("--calibration-batches", type=int, default=8, help="taylor's")
@@ -78,15 +90,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-runs", type=int, default=30, help="R")
     parser.add_argument("--threads", type=int, default=1, help="training threads")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/RESULTS_methods.md"))
+    parser.add_argument("--runs", default=str(ROOT / "benchmarks/RESULTS_methods.runs.jsonl"),
+                        help="finished runs, read at the start and appended to")
     return parser.parse_args()
+
+
+def _key(run: MethodRun) -> tuple:
+    return run.model, run.budget, run.seed, run.method, run.optimizer
+
+
+def load_runs(path: str) -> list[MethodRun]:
+    if not Path(path).exists():
+        return []
+    return [MethodRun(**json.loads(line)) for line in Path(path).read_text().splitlines()
+            if line.strip()]
 
 
 def run_one(args, name: str, analysis, budget: float, seed: int, method: str, optimizer: str,
             data: str) -> MethodRun:
     run = MethodRun(name, budget, seed, method, optimizer=optimizer)
     source = DataSource(data, model_input_specs(analysis.loaded.model))
+    kind, ranger = OPTIMIZER_SETTINGS[optimizer]
     training = {"steps": args.steps, "finetune_steps": args.finetune_steps, "seed": seed,
-                "optimizer": optimizer, "threads": args.threads}
+                "optimizer": kind, "threads": args.threads}
+    if ranger:
+        training["ranger"] = ranger
     chosen = get_method(method)
     try:
         start = time.perf_counter()
@@ -180,6 +208,7 @@ def _best(by_method: dict[str, list[MethodRun]], field: str) -> str:
 
 def write_markdown(args, runs: list[MethodRun], seeds: dict[str, float], started: datetime,
                    planned: int, loads: tuple[str, str]) -> None:
+    seed_list = sorted({r.seed for r in runs}) or args.seeds
     lines = [
         "# Every method: gates, gdp, gamma, group-lasso, l1, uniform × AdamW, Ranger", "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC; machine: {platform.platform()}, "
@@ -194,10 +223,11 @@ def write_markdown(args, runs: list[MethodRun], seeds: dict[str, float], started
         f"for the one-shot ones; lr 2e-3, schedule auto; training threads {args.threads}; "
         f"accuracy after fine-tune on the first {args.eval_batches} × 64 test images; after "
         "slice: learning methods on the whole test subset (2000, as they report it), one-shot "
-        f"on the first {args.eval_batches} × 64; seeds {' / '.join(map(str, args.seeds))}; "
+        f"on the first {args.eval_batches} × 64; seeds {' / '.join(map(str, seed_list))}; "
         f"speed-up: onnxruntime, batch 1, 1 thread, median of {args.latency_runs} "
         "(1-min load average)",
-        f"- runs finished: {len(runs)} of {planned}",
+        f"- runs finished: {len(runs)} of {planned} planned by this and earlier "
+        f"invocations ({os.path.relpath(args.runs, ROOT)})",
         "",
     ]
     for name in args.models:
@@ -217,7 +247,8 @@ def main() -> None:
     args = parse_args()
     started = datetime.utcnow()
     start_load = _load()
-    runs: list[MethodRun] = []
+    runs = load_runs(args.runs)
+    done = {_key(r) for r in runs}
     seeds: dict[str, float] = {}
     base = str(ROOT / "samples/loader.py")
     analyses = {name: analyze(str(ROOT / f"samples/{name}_seed.onnx")) for name in args.models}
@@ -225,8 +256,8 @@ def main() -> None:
         source = DataSource(base, model_input_specs(analysis.loaded.model))
         seeds[name] = evaluate(analysis.loaded.model, source,
                                max_batches=args.eval_batches).accuracy
-    planned = (len(args.seeds) * len(args.models) * len(args.budgets) * len(args.methods)
-               * len(args.optimizers))
+    planned = len(done | {(m, b, s, x, o) for s in args.seeds for m in args.models
+                          for b in args.budgets for x in args.methods for o in args.optimizers})
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
         for seed in args.seeds:
             data = loader_for_seed(base, seed, Path(tmp), fixed=False)
@@ -234,9 +265,13 @@ def main() -> None:
                 for budget in args.budgets:
                     for method in args.methods:
                         for optimizer in args.optimizers:
+                            if (name, budget, seed, method, optimizer) in done:
+                                continue
                             run = run_one(args, name, analysis, budget, seed, method,
                                           optimizer, data)
                             runs.append(run)
+                            with open(args.runs, "a") as file:
+                                file.write(json.dumps(dataclasses.asdict(run)) + "\n")
                             print(f"[{len(runs)}/{planned}] {name} {budget:g} s{seed} "
                                   f"{method} {optimizer}: slice {pct(run.after_slice)} tuned "
                                   f"{pct(run.after)} MACs {run.macs_ratio} speed-up "
