@@ -143,14 +143,12 @@ def write_markdown(args, runs: list[dict], started: datetime, load_start: float,
         m = run.get("measured")
         measured = (f"{m['median']:.3f} [{m['q1']:.3f}, {m['q3']:.3f}]" if m else "not timed")
         pred = run["predicted_latency_ratio"]
+        minima = f"{m['of_minima']:.3f}" if m else "–"
         lines.append(
             f"| {run['seed']} | {run['target']} | {run['budget']:.3f} | "
             f"{pct(run['accuracy_after_slice'])} | {pct(run['accuracy_after'])} | "
-            f"{run['macs_ratio']:.3f} | {pred:.3f} | {measured} | "
-            f"{m['of_minima']:.3f} | {run['wall_s']:.0f} |" if m and pred is not None else
-            f"| {run['seed']} | {run['target']} | {run['budget']:.3f} | "
-            f"{pct(run['accuracy_after_slice'])} | {pct(run['accuracy_after'])} | "
-            f"{run['macs_ratio']:.3f} | {pred} | {measured} | – | {run['wall_s']:.0f} |")
+            f"{run['macs_ratio']:.3f} | {'–' if pred is None else f'{pred:.3f}'} | "
+            f"{measured} | {minima} | {run['wall_s']:.0f} |")
     lines.append("")
     means = {}
     for target in ("flops", "latency"):
