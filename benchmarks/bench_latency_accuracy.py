@@ -61,16 +61,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1000,
                         help="interleaved timing rounds at batch 1 (the sample is tiny)")
+    parser.add_argument("--retime", action="store_true",
+                        help="train nothing: time the seed and every model of --models-dir's "
+                             "runs.jsonl in one interleaved loop at batch 1 and 32, and append "
+                             "that table to --out")
     parser.add_argument("--models-dir", default=str(ROOT / "benchmarks/out/latency_accuracy"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/RESULTS_latency_accuracy.md"))
     return parser.parse_args()
 
 
-def interleaved_ratios(paths: list[Path], rounds: int, threads: int) -> list[dict]:
+def interleaved_ratios(paths: list[Path], rounds: int, threads: int,
+                       batch: int = 1) -> list[dict]:
     """Per model after the first (the seed): median [IQR] of per-round model/seed latency
     ratios, and the ratio of the fastest runs; models run in turn, one warm-up round."""
     sessions = [make_session(onnx.load(str(p)).SerializeToString(), threads) for p in paths]
-    feeds = [random_feeds(s, 1) for s in sessions]
+    feeds = [random_feeds(s, batch) for s in sessions]
     times = np.zeros((rounds, len(paths)))
     for r in range(rounds + 1):
         for i, (session, feed) in enumerate(zip(sessions, feeds)):
@@ -168,8 +173,39 @@ def write_markdown(args, runs: list[dict], started: datetime, load_start: float,
     Path(args.out).write_text("\n".join(lines) + "\n")
 
 
+def retime(args) -> None:
+    """All pruned models of runs.jsonl (the latest run of each seed and target) and the seed
+    in one loop: more rounds, and batch 32 where compute, not per-op overhead, dominates."""
+    latest: dict[tuple, dict] = {}
+    for line in (Path(args.models_dir) / "runs.jsonl").read_text().splitlines():
+        run = json.loads(line)
+        latest[(run["seed"], run["target"])] = run
+    runs = [latest[k] for k in sorted(latest)]
+    paths = [Path(args.model)] + [Path(r["path"]) for r in runs]
+    load = os.getloadavg()[0]
+    lines = ["", f"## Re-timed: seed and all {len(runs)} pruned models in one loop", "",
+             f"- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, command `python "
+             f"benchmarks/bench_latency_accuracy.py {' '.join(sys.argv[1:])}`; 1-min load "
+             f"average {load:.2f} at start",
+             "", "| seed | target | acc. after fine-tune | MACs ratio | batch | measured latency "
+             "ratio [IQR] | of minima | ms median (seed) |", "|---|---|---|---|---|---|---|---|"]
+    for batch, rounds in ((1, args.rounds), (32, max(20, args.rounds // 10))):
+        for run, m in zip(runs, interleaved_ratios(paths, rounds, args.threads, batch)):
+            lines.append(f"| {run['seed']} | {run['target']} | {pct(run['accuracy_after'])} | "
+                         f"{run['macs_ratio']:.3f} | {batch} ({rounds} rounds) | "
+                         f"{m['median']:.3f} [{m['q1']:.3f}, {m['q3']:.3f}] | "
+                         f"{m['of_minima']:.3f} | {m['ms']:.3f} ({m['seed_ms']:.3f}) |")
+    lines.append(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}\n")
+    with open(args.out, "a") as handle:
+        handle.write("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     args = parse_args()
+    if args.retime:
+        retime(args)
+        return
     models_dir = Path(args.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     started, load_start = datetime.now(timezone.utc), os.getloadavg()[0]
