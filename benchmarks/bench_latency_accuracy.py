@@ -61,6 +61,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1000,
                         help="interleaved timing rounds at batch 1 (the sample is tiny)")
+    parser.add_argument("--match", choices=("measured", "predicted"), default="measured",
+                        help="the latency run's budget: the flops model's measured latency "
+                             "ratio, or its ratio predicted by the table (free of timing noise)")
+    parser.add_argument("--reuse-flops", action="store_true",
+                        help="take each seed's flops model from --models-dir's runs.jsonl "
+                             "instead of training it again")
     parser.add_argument("--retime", action="store_true",
                         help="train nothing: time the seed and every model of --models-dir's "
                              "runs.jsonl in one interleaved loop at batch 1 and 32, and append "
@@ -156,7 +162,7 @@ def write_markdown(args, runs: list[dict], started: datetime, load_start: float,
             f"{measured} | {minima} | {run['wall_s']:.0f} |")
     lines.append("")
     means = {}
-    for target in ("flops", "latency"):
+    for target in dict.fromkeys(r["target"] for r in runs):
         done = [r for r in runs if r["target"] == target and r.get("accuracy_after") is not None
                 and r.get("measured")]
         if done:
@@ -219,28 +225,42 @@ def main() -> None:
     print(f"profile: {profile_note}", flush=True)
     stem = Path(args.model).stem
     runs: list[dict] = []
+    earlier: dict[tuple, dict] = {}
+    if args.reuse_flops and (models_dir / "runs.jsonl").exists():
+        for line in (models_dir / "runs.jsonl").read_text().splitlines():
+            run = json.loads(line)
+            earlier[(run["seed"], run["target"])] = run
+    second = "latency" if args.match == "measured" else "latency=pred"
     with tempfile.TemporaryDirectory(prefix="bench-lat-acc-") as tmp:
         for seed in args.seeds:
             data = loader_for_seed(args.data, seed, Path(tmp), False)
             pair: list[dict] = []
             budget = args.budget
-            for target in ("flops", "latency"):
-                path = models_dir / f"{stem}-gates-{target}-s{seed}.onnx"
+            for label in ("flops", second):
+                target = label.split("=")[0]
+                path = models_dir / f"{stem}-gates-{label.replace('=', '-')}-s{seed}.onnx"
                 try:
-                    run = prune_one(args, seed, data, target, budget, table_path, path)
+                    if label == "flops" and (seed, "flops") in earlier:
+                        run = {k: v for k, v in earlier[(seed, "flops")].items()
+                               if k not in ("command", "measured")}
+                    else:
+                        run = prune_one(args, seed, data, target, budget, table_path, path)
+                        run["target"] = label
                 except Exception as exc:  # record and go on: keep the other seeds' runs
                     traceback.print_exc()
-                    runs.append({"seed": seed, "target": target, "budget": budget,
+                    runs.append({"seed": seed, "target": label, "budget": budget,
                                  "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
                     break
                 pair.append(run)
                 runs.append(run)
-                if target == "flops":  # the flops model's measured ratio is the latency budget
-                    first = interleaved_ratios([Path(args.model), path], args.rounds,
-                                               args.threads)[0]
+                if label == "flops" and args.match == "predicted":
+                    budget = run["predicted_latency_ratio"]
+                elif label == "flops":  # its measured ratio is the latency run's budget
+                    first = interleaved_ratios([Path(args.model), Path(run["path"])],
+                                               args.rounds, args.threads)[0]
                     run["first_measured"] = first
                     budget = min(1.0, first["median"])
-                print(f"seed {seed} {target} b{run['budget']:.3f}: acc "
+                print(f"seed {seed} {label} b{run['budget']:.3f}: acc "
                       f"{pct(run['accuracy_after'])}, MACs {run['macs_ratio']:.3f}, predicted "
                       f"latency {run['predicted_latency_ratio']}, {run['wall_s']:.0f} s",
                       flush=True)
