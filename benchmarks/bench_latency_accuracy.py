@@ -17,7 +17,18 @@ table shows both models' measured ratios side by side (and the predicted ones; t
 also gets the table so that its report prices it). The seed goes into the gate noise and the
 loader's shuffle exactly as in bench_accuracy.py.
 
+`--match predicted` sets the latency run's budget to the flops model's ratio as the table
+predicts it instead (timing noise cannot move it; `--reuse-flops` takes the flops models of an
+earlier run from runs.jsonl), and `--retime` trains nothing but times the seed and every model
+of runs.jsonl in one loop at batch 1 and 32 (read that table: the per-pair timings of the
+training runs are taken while the machine's load changes).
+
     python benchmarks/bench_latency_accuracy.py                       # 2 seeds, defaults
+    python benchmarks/bench_latency_accuracy.py --match predicted --reuse-flops
+    python benchmarks/bench_latency_accuracy.py --retime --rounds 3000
+
+The defaults (S = F = 200, 4 gates runs) took 25 min at load average ~15 and ~8 min at ~2
+on the 2-core machine (2026-12-08).
     python benchmarks/bench_latency_accuracy.py --steps 5 --finetune-steps 5 --seeds 0 \
         --out /tmp/r.md --models-dir /tmp/lat_acc                      # quick check
 """
