@@ -27,8 +27,8 @@ training runs are taken while the machine's load changes).
     python benchmarks/bench_latency_accuracy.py --match predicted --reuse-flops
     python benchmarks/bench_latency_accuracy.py --retime --rounds 3000
 
-The defaults (S = F = 200, 4 gates runs) took 25 min at load average ~15 and ~8 min at ~2
-on the 2-core machine (2026-12-08).
+The defaults (S = F = 200, 4 gates runs) took 25 min at load average ~15; a run took
+90-150 s at load ~2-5 on the 2-core machine (2026-12-08).
     python benchmarks/bench_latency_accuracy.py --steps 5 --finetune-steps 5 --seeds 0 \
         --out /tmp/r.md --models-dir /tmp/lat_acc                      # quick check
 """
