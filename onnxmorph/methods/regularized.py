@@ -168,10 +168,11 @@ def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
 def _train(regularized: RegularizedModel, steering: _Steering, source: DataSource,
            options: TrainOptions, loss: str, teacher, budget: float,
            folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    # The regularized graph's digest tells gamma from group lasso (their terms differ).
-    loop = StructureLoop(options, source,
-                         structure_fingerprint(regularized.model, options, loss, budget),
-                         "learning structure")
+    # The regularized graph's digest tells gamma from group lasso (their terms differ), the
+    # term's norm one --target from another.
+    loop = StructureLoop(options, source, structure_fingerprint(
+        regularized.model, options, loss, budget, cost_norm=steering.norm),
+        "learning structure")
     controller = BudgetController(budget, options.strength)
     weights = steering.weights(np.ones(steering.sourced.size))
     ratio = 1.0

@@ -203,7 +203,8 @@ def train_polarized(
         raise PruningError("the gated channels cost nothing at this --target; use --method "
                            "gates or another --target")
     loop = StructureLoop(options, source, structure_fingerprint(
-        model, options, loss, budget, polarization=asdict(settings), min_open=min_open),
+        model, options, loss, budget, polarization=asdict(settings), min_open=min_open,
+        cost_norm=norm),  # the norm tells one --target from another
         "learning structure (gdp)")
     # λ may grow about e^6-fold over a short run: gates closed late leave the weights no
     # steps to adapt, and a closed gate never reopens, so the controller acts every step.
