@@ -49,8 +49,7 @@ def _prunable_units(analysis: Analysis, rules: SelectionRules) -> np.ndarray:
 
 @register_method("gamma", summary="morph-net's GammaFlops: FLOPs-weighted L1 on BatchNorm γ "
                                   "learns the structure on --data (BN networks), then "
-                                  "fine-tune", needs_data=True, learns=True,
-                 resumable=False)
+                                  "fine-tune", needs_data=True, learns=True)
 def gamma_selection(request: MethodInput) -> Selection:
     from onnxmorph.methods.regularized import Regularizer, learn_regularized
 

@@ -12,13 +12,11 @@ from dataclasses import asdict
 import numpy as np
 import onnx
 
-from onnxmorph.errors import Interrupted
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.load import LoadedModel
 from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_budget
 from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
-from onnxmorph.training.checkpoint import PhaseCheckpoints, model_digest, stop_requests
 from onnxmorph.training.controller import BudgetController
 from onnxmorph.training.data import DataSource
 from onnxmorph.training.evaluate import evaluate
@@ -29,13 +27,11 @@ from onnxmorph.training.prepare import (
     copy_trained_weights,
     training_copy,
 )
-from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.session import model_with_values
+from onnxmorph.training.structure_loop import StepReport, StructureLoop, structure_fingerprint
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
-    endless,
-    loss_settings,
     output_name,
     phase_session,
     scheduled_rate,
@@ -44,9 +40,6 @@ from onnxmorph.training.trainer import (
 )
 
 _CONTROL_EVERY = 5  # steps between reading the gates back from the training session
-# Options that change what structure learning computes: --resume refuses other values.
-_RESUME_OPTIONS = ("steps", "learning_rate", "optimizer", "strength", "alive_threshold", "seed",
-                   "lr_schedule")
 
 
 def learn_structure(
@@ -130,91 +123,64 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     model = gated.model
     expr = analysis.cost.expr(target)
     seed_cost = expr()
-    fingerprint = {"model": model_digest(model), "loss": loss, "budget": budget,
-                   **loss_settings(options, loss),
-                   "target": target, "gates": asdict(options.gates),
-                   "ranger": asdict(options.ranger),
-                   **{k: getattr(options, k) for k in _RESUME_OPTIONS}}
-    checkpoints = PhaseCheckpoints(options, "gates", source, fingerprint)
-    loaded = checkpoints.loaded
-    if loaded is not None and loaded.done:  # interrupted in a later phase
-        checkpoints.resumed_batches()
-        state, arrays = loaded.state, dict(loaded.arrays)
-        probs = arrays.pop("probs")
-        options.log_started, options.log_offset = True, state["log_offset"]
-        return probs, {"model": model_with_values(analysis.loaded.model, arrays),
-                       "final_lambda": state["lambda"], "alive_cost_ratio": state["ratio"],
-                       "history": state["rows"]}
-    trainable = [n for n in default_trainable(model, [output_name(model)])
-                 if not n.startswith(PREFIX)] + gated.logit_names
-    session = phase_session(model, folder, options, loss, trainable=trainable,
-                            cost_output=COST_OUTPUT,
-                            checkpoint=loaded.ort_path if loaded else None,
-                            own_step=gated.logit_names)
+    loop = StructureLoop(options, source, structure_fingerprint(
+        model, options, loss, budget, target=target, gates=asdict(options.gates)),
+        "learning structure")
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     rng = np.random.default_rng(options.seed)
-    rows = []
     probs = np.ones(analysis.channels.num_units)
     ratio = 1.0
-    log_offset = None
-    if loaded is not None:
-        state = loaded.state
+    if loop.loaded is not None:
+        state = loop.loaded.state
         controller.load_state(state["controller"])
-        gate_optimizer.velocity = loaded.arrays.get("velocity")
+        gate_optimizer.velocity = loop.loaded.arrays.get("velocity")
         rng.bit_generator.state = state["rng"]
-        rows, probs, ratio = state["rows"], loaded.arrays["probs"], state["ratio"]
-        log_offset = state["log_offset"] if options.log else None
+        probs, ratio = loop.loaded.arrays["probs"], state["ratio"]
+    values = loop.finished()  # interrupted in a later phase
+    if values is None:
+        trainable = [n for n in default_trainable(model, [output_name(model)])
+                     if not n.startswith(PREFIX)] + gated.logit_names
+        session = phase_session(model, folder, options, loss, trainable=trainable,
+                                cost_output=COST_OUTPUT, checkpoint=loop.ort_checkpoint,
+                                own_step=gated.logit_names)
 
-    def snapshot(steps_done: int) -> tuple[dict, dict]:
-        state = {"controller": controller.state(), "rng": rng.bit_generator.state,
-                 "rows": rows, "ratio": ratio, "lambda": controller.lam,
-                 "log_offset": log.offset()}
-        arrays = {"probs": probs}
-        if gate_optimizer.velocity is not None:
-            arrays["velocity"] = gate_optimizer.velocity
-        return state, arrays
-
-    start = checkpoints.start
-    batches = endless(source, checkpoints.resumed_batches())
-    with TrainingLog(options.log, resume_at=log_offset) as log, stop_requests() as stop, \
-            Progress(options.steps, "learning structure", enabled=options.progress,
-                     initial=start) as progress:
-        options.log_started = True
-        for step in range(start, options.steps):
-            batch = next(batches)
+        def step(index: int, batch) -> StepReport:
+            nonlocal probs, ratio
             feeds = {**batch.inputs, NOISE_INPUT: gated.noise(rng)}
-            rate = scheduled_rate(session, options, step, options.steps, "structure")
+            rate = scheduled_rate(session, options, index, options.steps, "structure")
             before = gate_optimizer.snapshot(session)
-            result = session.train_step(feeds, target_for(batch, loss, teacher),
-                                        controller.lam)
+            result = session.train_step(feeds, target_for(batch, loss, teacher), controller.lam)
             gate_optimizer.apply(session, before)
-            if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
+            row = None
+            if index % _CONTROL_EVERY == 0 or index == options.steps - 1:
                 probs = gated.probabilities(session.parameters())
                 ratio = expr(probs > options.alive_threshold) / seed_cost
-                row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
+                row = {"phase": "structure", "step": index, "task_loss": result.task_loss,
                        "learning_rate": rate, "cost": result.cost, "alive_cost_ratio": ratio,
                        "lambda": controller.lam,
                        "alive": {str(g.id): int((probs[g.units] > options.alive_threshold)
                                                 .sum()) for g in gated.groups}}
-                rows.append(row)
-                log.write(row)
                 # Steer on the structure the gates describe now (thresholded), not on the
                 # expected cost: with Adam every gate falls at the same pace, and the expected
                 # cost undershoots while no gate has closed yet.
                 controller.update(ratio)
-            progress.update(step, loss=result.task_loss, cost=ratio, lam=controller.lam)
-            if stop or checkpoints.due(step + 1, options.steps):
-                checkpoints.save(step + 1, *snapshot(step + 1), session)
-            if stop:
-                raise Interrupted(stop[0], f"structure learning step {step + 1}/{options.steps}")
-        values = session.parameters()
-        state, arrays = snapshot(options.steps)
-        checkpoints.save(options.steps, state, {**arrays, **values}, done=True)
+            return StepReport(result.task_loss, ratio, controller.lam, row)
+
+        def snapshot() -> tuple[dict, dict]:
+            state = {"controller": controller.state(), "rng": rng.bit_generator.state,
+                     "ratio": ratio}
+            arrays = {"probs": probs}
+            if gate_optimizer.velocity is not None:
+                arrays["velocity"] = gate_optimizer.velocity
+            return state, arrays
+
+        values = loop.run(session, step, snapshot)
+    values = {k: v for k, v in values.items() if k not in ("probs", "velocity")}
     # The gated graph holds the seed's weights under their own names: copy them back.
     trained = model_with_values(analysis.loaded.model, values)
     return probs, {"model": trained, "final_lambda": controller.lam,
-                   "alive_cost_ratio": ratio, "history": rows}
+                   "alive_cost_ratio": ratio, "history": loop.rows}
 
 
 def _final_structure(analysis: Analysis, probs: np.ndarray, groups, target: str, budget: float,

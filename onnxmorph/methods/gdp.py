@@ -25,7 +25,7 @@ from onnxmorph.methods.select import SelectionRules
 @register_method("gdp", summary="learn the structure with GDP polarization gates on --data "
                                 "(gates end at 0 or well above; the slice equals the gated "
                                 "model), then fine-tune", needs_data=True,
-                 learns=True, resumable=False)
+                 learns=True)
 def gdp_selection(request: MethodInput) -> Selection:
     alive, model, extra = learn_polarized(request.analysis, data=request.data,
                                           target=request.target, budget=request.budget,

@@ -56,7 +56,7 @@ def _output_first(layout: WeightLayout) -> tuple[int, ...] | None | bool:
 @register_method("group-lasso", summary="morph-net's GroupLassoFlops: FLOPs-weighted group "
                                         "norms of each channel's weights learn the structure "
                                         "on --data (networks without BN), then fine-tune",
-                 needs_data=True, learns=True, resumable=False)
+                 needs_data=True, learns=True)
 def group_lasso_selection(request: MethodInput) -> Selection:
     from onnxmorph.methods.regularized import Regularizer, learn_regularized
 

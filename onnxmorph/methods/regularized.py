@@ -16,7 +16,7 @@ import os
 import numpy as np
 import onnx
 
-from onnxmorph.errors import Interrupted, PruningError
+from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis, analyze
 from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.load import LoadedModel
@@ -25,12 +25,10 @@ from onnxmorph.methods.select import SelectionRules, prunable_groups, select_to_
 from onnxmorph.methods.training_data import finetune_and_report, training_data
 from onnxmorph.rewrite import slice_channels, verify_models
 from onnxmorph.rewrite.postconditions import require_passed
-from onnxmorph.training.checkpoint import stop_requests
 from onnxmorph.training.controller import BudgetController
-from onnxmorph.training.data import DataSource
+from onnxmorph.training.data import Batch, DataSource
 from onnxmorph.training.evaluate import evaluate
 from onnxmorph.training.prepare import training_copy
-from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.regularizers import (
     COST_OUTPUT,
     WEIGHTS_INPUT,
@@ -40,9 +38,9 @@ from onnxmorph.training.regularizers import (
     insert_regularizer,
 )
 from onnxmorph.training.session import model_with_values
+from onnxmorph.training.structure_loop import StepReport, StructureLoop, structure_fingerprint
 from onnxmorph.training.trainer import (
     TrainOptions,
-    endless,
     phase_session,
     scheduled_rate,
     target_for,
@@ -51,6 +49,7 @@ from onnxmorph.training.trainer import (
 
 _CONTROL_EVERY = 5  # steps between reading the weights back and re-weighting the term
 _NOISE_FLOOR = 2.0  # × the learning rate: the smallest alive threshold
+_WEIGHTS_KEY = "regularizer.weights"  # the term's weights in a checkpoint's arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,38 +168,46 @@ def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
 def _train(regularized: RegularizedModel, steering: _Steering, source: DataSource,
            options: TrainOptions, loss: str, teacher, budget: float,
            folder: str) -> tuple[dict[str, np.ndarray], dict]:
-    session = phase_session(regularized.model, folder, options, loss, cost_output=COST_OUTPUT)
+    # The regularized graph's digest tells gamma from group lasso (their terms differ), the
+    # term's norm one --target from another.
+    loop = StructureLoop(options, source, structure_fingerprint(
+        regularized.model, options, loss, budget, cost_norm=steering.norm),
+        "learning structure")
     controller = BudgetController(budget, options.strength)
     weights = steering.weights(np.ones(steering.sourced.size))
-    rows: list[dict] = []
     ratio = 1.0
-    batches = endless(source)
-    with TrainingLog(options.log) as log, stop_requests() as stop, \
-            Progress(options.steps, "learning structure", enabled=options.progress) as progress:
-        options.log_started = True
-        for step in range(options.steps):
-            batch = next(batches)
-            rate = scheduled_rate(session, options, step, options.steps, "structure")
+    if loop.loaded is not None:
+        controller.load_state(loop.loaded.state["controller"])
+        weights, ratio = loop.loaded.arrays[_WEIGHTS_KEY], loop.loaded.state["ratio"]
+    values = loop.finished()  # interrupted in a later phase
+    if values is None:
+        session = phase_session(regularized.model, folder, options, loss,
+                                cost_output=COST_OUTPUT, checkpoint=loop.ort_checkpoint)
+
+        def step(index: int, batch: Batch) -> StepReport:
+            nonlocal weights, ratio
+            rate = scheduled_rate(session, options, index, options.steps, "structure")
             result = session.train_step({**batch.inputs, WEIGHTS_INPUT: weights},
                                         target_for(batch, loss, teacher), controller.lam)
-            if step % _CONTROL_EVERY == 0 or step == options.steps - 1:
+            row = None
+            if index % _CONTROL_EVERY == 0 or index == options.steps - 1:
                 alive = steering.alive(steering.values(session.parameters()))
                 ratio = steering.expr(alive) / steering.seed_cost
                 weights = steering.weights(alive)
-                row = {"phase": "structure", "step": step, "task_loss": result.task_loss,
+                row = {"phase": "structure", "step": index, "task_loss": result.task_loss,
                        "learning_rate": rate, "cost": result.cost, "alive_cost_ratio": ratio,
                        "lambda": controller.lam}
-                rows.append(row)
-                log.write(row)
                 controller.update(ratio)
-            progress.update(step, loss=result.task_loss, cost=ratio, lam=controller.lam)
-            if stop:
-                raise Interrupted(stop[0], f"structure learning step {step + 1}/{options.steps}"
-                                           " (this method keeps no checkpoint: run it again)")
-        values = session.parameters()
+            return StepReport(result.task_loss, ratio, controller.lam, row)
+
+        def snapshot() -> tuple[dict, dict]:
+            return {"controller": controller.state(), "ratio": ratio}, {_WEIGHTS_KEY: weights}
+
+        values = loop.run(session, step, snapshot)
+    values = {k: v for k, v in values.items() if k != _WEIGHTS_KEY}
     return values, {"final_lambda": controller.lam, "alive_cost_ratio": ratio,
                     "alive_threshold": _summary(steering.threshold[steering.sourced]),
-                    "history": rows}
+                    "history": loop.rows}
 
 
 def _summary(values: np.ndarray) -> dict:

@@ -32,6 +32,8 @@ import onnx
 from onnxmorph.errors import Interrupted, OnnxMorphError, TrainingError
 
 CHECKPOINT_EVERY = 50  # default steps between checkpoints
+# The phase folder of every method's structure learning (named when only the gates kept one).
+STRUCTURE_PHASE = "gates"
 _LATEST = "latest.json"
 _ARGUMENTS = "arguments.json"
 
@@ -175,7 +177,7 @@ def start_run(workdir: str | os.PathLike, arguments: dict, resume: bool) -> None
         if recorded != arguments:
             raise TrainingError(_difference("run", recorded, arguments))
         return
-    for child in ("gates", "finetune", _ARGUMENTS):
+    for child in (STRUCTURE_PHASE, "finetune", _ARGUMENTS):
         path = folder / child
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,7 +258,7 @@ def checkpointed_run(workdir: str | os.PathLike, params: dict, resume: bool, own
 def resumable(workdir: str | os.PathLike) -> str | None:
     """"structure learning step 120" or similar when the workdir holds a checkpoint."""
     folder = Path(workdir)
-    for phase, label in (("finetune", "fine-tuning"), ("gates", "structure learning")):
+    for phase, label in (("finetune", "fine-tuning"), (STRUCTURE_PHASE, "structure learning")):
         checkpoint = CheckpointStore(folder / phase).load() if (folder / phase).is_dir() else None
         if checkpoint is not None:
             what = "finished" if checkpoint.done else f"step {checkpoint.state['step']}"
@@ -271,7 +273,7 @@ def remove_workdir(workdir: str | os.PathLike, whole: bool) -> None:
     if whole:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    for child in ("gates", "finetune"):
+    for child in (STRUCTURE_PHASE, "finetune"):
         shutil.rmtree(folder / child, ignore_errors=True)
     (folder / _ARGUMENTS).unlink(missing_ok=True)
 

@@ -16,29 +16,27 @@ through the steep part quickly, which is the polarization: gates end at 0 or wel
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxmorph.errors import Interrupted, PruningError
+from onnxmorph.errors import PruningError
 from onnxmorph.graph.analysis import Analysis
 from onnxmorph.graph.channels import ChannelGroup
 from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.layers import layer_kind
 from onnxmorph.rewrite.absorb_gates import AbsorbPlan, absorb_sites
-from onnxmorph.training.checkpoint import stop_requests
 from onnxmorph.training.controller import BudgetController
-from onnxmorph.training.data import DataSource
+from onnxmorph.training.data import Batch, DataSource
 from onnxmorph.training.gates import PREFIX, _GateNodes, _splice
 from onnxmorph.training.parameters import default_trainable
-from onnxmorph.training.progress import Progress, TrainingLog
 from onnxmorph.training.session import TrainingSession
+from onnxmorph.training.structure_loop import StepReport, StructureLoop, structure_fingerprint
 from onnxmorph.training.trainer import (
     Teacher,
     TrainOptions,
-    endless,
     output_name,
     phase_session,
     scheduled_rate,
@@ -196,11 +194,6 @@ def train_polarized(
     the units the selection rules will keep (--round-to rounds up), the structure steered on.
     Returns the trained parameters and the log."""
     model = polarized.model
-    trainable = [n for n in default_trainable(model, [output_name(model)])
-                 if not n.startswith(PREFIX)] + polarized.param_names
-    # The gates take ProximalGateStep's step, not the optimizer's (Ranger leaves them alone).
-    session = phase_session(model, folder, options, loss, trainable=trainable,
-                            own_step=polarized.param_names)
     units = polarized.gated_units
     seed_cost = expr()
     # The most expensive gate shrinks by one step size per step at λ = 1, the others by
@@ -209,6 +202,10 @@ def train_polarized(
     if not norm > 0:
         raise PruningError("the gated channels cost nothing at this --target; use --method "
                            "gates or another --target")
+    loop = StructureLoop(options, source, structure_fingerprint(
+        model, options, loss, budget, polarization=asdict(settings), min_open=min_open,
+        cost_norm=norm),  # the norm tells one --target from another
+        "learning structure (gdp)")
     # λ may grow about e^6-fold over a short run: gates closed late leave the weights no
     # steps to adapt, and a closed gate never reopens, so the controller acts every step.
     controller = BudgetController(budget, options.strength, initial=1.0,
@@ -216,17 +213,27 @@ def train_polarized(
     step = ProximalGateStep(polarized.param_names,
                             settings.step_size or min(0.5, 6.0 / options.steps),
                             [g.channels for g in polarized.groups], min_open)
-    a = step.snapshot(session)
     alive = np.ones(polarized.num_units)
-    rows: list[dict] = []
     ratio = 1.0
-    batches = endless(source)
-    with TrainingLog(options.log) as log, stop_requests() as stop, \
-            Progress(options.steps, "learning structure (gdp)",
-                     enabled=options.progress) as progress:
-        options.log_started = True
-        for index in range(options.steps):
-            batch = next(batches)
+    if loop.loaded is not None:
+        controller.load_state(loop.loaded.state["controller"])
+        ratio = loop.loaded.state["ratio"]
+        # a in float64 as the proximal step left it (the session holds it in float32).
+        a, alive = loop.loaded.arrays["gdp.a"], loop.loaded.arrays["gdp.alive"]
+    values = loop.finished()  # interrupted in a later phase
+    if values is None:
+        trainable = [n for n in default_trainable(model, [output_name(model)])
+                     if not n.startswith(PREFIX)] + polarized.param_names
+        # The gates take ProximalGateStep's step, not the optimizer's (Ranger leaves them
+        # alone).
+        session = phase_session(model, folder, options, loss, trainable=trainable,
+                                own_step=polarized.param_names,
+                                checkpoint=loop.ort_checkpoint)
+        if loop.loaded is None:
+            a = step.snapshot(session)
+
+        def train_step(index: int, batch: Batch) -> StepReport:
+            nonlocal a, ratio
             rate = scheduled_rate(session, options, index, options.steps, "structure")
             result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
             thresholds = controller.lam * cost_derivative(expr, alive)[units] / norm
@@ -236,20 +243,21 @@ def train_polarized(
             # Every step: the structure is in hand (the gates live in numpy), and a closed
             # gate never reopens, so a late λ would overshoot the budget.
             controller.update(ratio)
+            row = None
             if index % 5 == 0 or index == options.steps - 1:
                 gates = polarized.unit_gates(a)[units]
                 row = {"phase": "structure", "step": index, "task_loss": result.task_loss,
                        "learning_rate": rate, "alive_cost_ratio": ratio, "lambda": controller.lam,
                        "closed_gates": int((a == 0).sum()),
                        "open_gates_below_half": int(((a != 0) & (gates < 0.5)).sum())}
-                rows.append(row)
-                log.write(row)
-            progress.update(index, loss=result.task_loss, cost=ratio, lam=controller.lam)
-            if stop:
-                raise Interrupted(stop[0], f"structure learning step {index + 1}/"
-                                           f"{options.steps} (gdp keeps no checkpoint: run "
-                                           "it again)")
-        values = session.parameters()
+            return StepReport(result.task_loss, ratio, controller.lam, row)
+
+        def snapshot() -> tuple[dict, dict]:
+            return ({"controller": controller.state(), "ratio": ratio},
+                    {"gdp.a": a, "gdp.alive": alive})
+
+        values = loop.run(session, train_step, snapshot)
+    values = {k: v for k, v in values.items() if k not in ("gdp.a", "gdp.alive")}
     return values, {"final_lambda": controller.lam, "alive_cost_ratio": ratio,
                     "step_size": step.step_size, "epsilon": polarized.epsilon,
-                    "history": rows}
+                    "history": loop.rows}

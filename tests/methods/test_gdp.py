@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from click.testing import CliRunner
 
 import onnxmorph
 from onnxmorph.cli.main import cli
-from onnxmorph.errors import TrainingError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sample_loaders import write_sample_loader  # noqa: E402
@@ -42,13 +40,6 @@ def test_prune_gdp_reaches_the_budget_and_the_slice_is_the_gated_model(tmp_path)
     pruned = onnxmorph.analyze(str(out))
     assert pruned.macs <= 0.6 * onnxmorph.analyze(str(SAMPLES / "resnet_seed.onnx")).macs
     assert not any(i.name.startswith("onnxmorph") for i in onnx.load(out).graph.initializer)
-
-
-def test_gdp_refuses_resume_before_training(tmp_path):
-    loader = write_sample_loader(tmp_path / "loader.py")
-    with pytest.raises(TrainingError, match="--method gdp keeps no checkpoint"):
-        onnxmorph.prune(str(SAMPLES / "resnet_seed.onnx"), method="gdp", data=str(loader),
-                        training={"resume": True, "workdir": str(tmp_path / "work")})
 
 
 def test_the_structure_steered_on_is_the_one_the_rules_keep():
