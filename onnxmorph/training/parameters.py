@@ -22,15 +22,7 @@ def batchnorm_running_stats(model: onnx.ModelProto) -> list[str]:
     ORT turns inference BN into training BN in the training graph; the updated statistics
     persist only when these names are passed as frozen parameters.
     """
-    inits = {i.name for i in model.graph.initializer}
-    found: list[str] = []
-    for node in model.graph.node:
-        if node.op_type != "BatchNormalization":
-            continue
-        for name in node.input[3:5]:
-            if name in inits and name not in found:
-                found.append(name)
-    return found
+    return _initializer_inputs(model, "BatchNormalization", 3, 5)
 
 
 def layer_norm_parameters(model: onnx.ModelProto) -> list[str]:
@@ -41,12 +33,18 @@ def layer_norm_parameters(model: onnx.ModelProto) -> list[str]:
     freshly initialised model has scale 1, bias 0) and the gradient graph then defines
     `<name>_grad` twice. Carried as frozen parameters they stay separate graph inputs.
     """
+    return _initializer_inputs(model, "LayerNormalization", 1, 3)
+
+
+def _initializer_inputs(model: onnx.ModelProto, op_type: str, start: int,
+                        stop: int) -> list[str]:
+    """Initializers at inputs [start, stop) of every `op_type` node, each once, in order."""
     inits = {i.name for i in model.graph.initializer}
     found: list[str] = []
     for node in model.graph.node:
-        if node.op_type != "LayerNormalization":
+        if node.op_type != op_type:
             continue
-        for name in node.input[1:3]:
+        for name in node.input[start:stop]:
             if name in inits and name not in found:
                 found.append(name)
     return found
