@@ -17,6 +17,13 @@ from onnxmorph.pareto import pareto_front
 from onnxmorph.sweep import finished_run, plan_runs, record_crash, run_one, summarize
 from tests.sample_loaders import write_sample_loader
 
+# Importing Ray sets RAY_CLIENT_MODE once per process: import it at collection, so that the
+# first test to import it is not reported as leaking it (tests/conftest.py).
+try:
+    import ray  # noqa: F401
+except ImportError:
+    pass
+
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 RESNET = str(SAMPLES / "resnet_seed.onnx")
 STEPS = {"steps": 6, "finetune_steps": 2}
