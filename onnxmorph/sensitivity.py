@@ -108,8 +108,10 @@ def sensitivity(
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
     eval_batches: int | None = None,
     allow_uncounted: bool = False,
+    prune_embedding: bool = False,
 ) -> SensitivityReport:
-    """Evaluate the seed with each prunable group thinned by each fraction, one at a time."""
+    """Evaluate the seed with each prunable group thinned by each fraction, one at a time
+    (`prune_embedding`: a transformer's embedding dimension is one of the groups)."""
     from onnxmorph.rewrite import slice_channels
     from onnxmorph.training.data import DataSource
     from onnxmorph.training.evaluate import evaluate
@@ -121,7 +123,8 @@ def sensitivity(
         raise PruningError("--eval-batches must be at least 1")
     start = time.perf_counter()
     chosen = get_method(method)
-    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted)
+    analysis = analyze(model, input_shapes, allow_uncounted=allow_uncounted,
+                       prune_embedding=prune_embedding)
     rules = SelectionRules(exclude=tuple(exclude))
     request = MethodInput(analysis=analysis, rules=rules, data=data,
                           calibration_batches=calibration_batches)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from onnxmorph.cli.options import allow_uncounted_option, input_shape_option, json_option
+from onnxmorph.cli.options import (
+    allow_uncounted_option,
+    input_shape_option,
+    json_option,
+    prune_embedding_option,
+)
 from onnxmorph.methods.registry import DEFAULT_CALIBRATION_BATCHES, method_names
 
 
@@ -29,10 +34,12 @@ from onnxmorph.methods.registry import DEFAULT_CALIBRATION_BATCHES, method_names
               help="Write the report as JSON here, and the heat map next to it (.png).")
 @input_shape_option
 @allow_uncounted_option
+@prune_embedding_option
 @json_option
 def sensitivity(model: str, data: str, method: str, fractions: str, calibration_batches: int,
                 eval_batches: int | None, exclude: tuple[str, ...], output: str | None,
-                input_shapes: tuple[str, ...], allow_uncounted: bool, as_json: bool) -> None:
+                input_shapes: tuple[str, ...], allow_uncounted: bool, prune_embedding: bool,
+                as_json: bool) -> None:
     """Accuracy after removing a fraction of one group's channels, group by group."""
     from onnxmorph.errors import PruningError
     from onnxmorph.graph import parse_input_shapes
@@ -52,7 +59,8 @@ def sensitivity(model: str, data: str, method: str, fractions: str, calibration_
     report = run_sensitivity(model, data=data, method=method, fractions=parsed,
                              input_shapes=parse_input_shapes(input_shapes), exclude=exclude,
                              calibration_batches=calibration_batches,
-                             eval_batches=eval_batches, allow_uncounted=allow_uncounted)
+                             eval_batches=eval_batches, allow_uncounted=allow_uncounted,
+                             prune_embedding=prune_embedding)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     if output:
         save_json(report.to_dict(), output)

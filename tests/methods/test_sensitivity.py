@@ -126,3 +126,21 @@ def test_cli_prune_with_a_criterion_on_the_resnet_sample(method, short_loader, t
               if info["channels_before"] % 8 == 0]
     assert all(w % 8 == 0 for w in widths)
     assert out.exists()
+
+
+def test_cli_sensitivity_of_the_vit_embedding_only_when_asked(short_loader, tmp_path):
+    """--prune-embedding adds the residual stream as one more group (off: it is a boundary)."""
+    reports = {}
+    for flag in ([], ["--prune-embedding"]):
+        out = tmp_path / f"vit{len(flag)}.json"
+        result = CliRunner().invoke(cli, ["sensitivity", str(SAMPLES / "vit_seed.onnx"),
+                                          "--data", str(short_loader), "--fractions", "0.5",
+                                          "-o", str(out), *flag], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        reports[bool(flag)] = json.loads(out.read_text())["groups"]
+    plain = {tuple(g["layers"]) for g in reports[False]}
+    extra = [g for g in reports[True] if tuple(g["layers"]) not in plain]
+    assert len(reports[True]) == len(reports[False]) + 1 and len(extra) == 1
+    (embedding,) = extra
+    assert embedding["channels"] == 64 and embedding["removed"] == [32]
+    assert len(embedding["layers"]) > 10  # every block reads and writes the residual stream
