@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 import onnxmorph
 from onnxmorph.graph.analysis import analyze
-from onnxmorph.latency.measure import make_session, random_feeds
+from onnxmorph.latency.measure import interleaved_ms
 from onnxmorph.latency.model import measured_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,16 +69,8 @@ def variants(budgets: list[float]) -> list[tuple[str, dict]]:
 
 def interleaved(paths: list[Path], batch: int, rounds: int, threads: int) -> np.ndarray:
     """[rounds, models] milliseconds, one warm-up round first."""
-    sessions = [make_session(onnx.load(str(p)).SerializeToString(), threads) for p in paths]
-    feeds = [random_feeds(s, batch) for s in sessions]
-    times = np.zeros((rounds, len(paths)))
-    for r in range(rounds + 1):
-        for i, (session, feed) in enumerate(zip(sessions, feeds)):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if r:
-                times[r - 1, i] = (time.perf_counter() - start) * 1e3
-    return times
+    return interleaved_ms([onnx.load(str(p)).SerializeToString() for p in paths], batch,
+                          threads, runs=rounds, warmup=1)
 
 
 def bench_model(name: str, args, lines: list[str]) -> None:

@@ -53,7 +53,7 @@ import onnxruntime as ort
 
 import onnxmorph
 from onnxmorph.graph.analysis import analyze
-from onnxmorph.latency.measure import make_session, random_feeds
+from onnxmorph.latency.measure import interleaved_ms
 from onnxmorph.latency.model import measured_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,15 +91,8 @@ def interleaved_ratios(paths: list[Path], rounds: int, threads: int,
                        batch: int = 1) -> list[dict]:
     """Per model after the first (the seed): median [IQR] of per-round model/seed latency
     ratios, and the ratio of the fastest runs; models run in turn, one warm-up round."""
-    sessions = [make_session(onnx.load(str(p)).SerializeToString(), threads) for p in paths]
-    feeds = [random_feeds(s, batch) for s in sessions]
-    times = np.zeros((rounds, len(paths)))
-    for r in range(rounds + 1):
-        for i, (session, feed) in enumerate(zip(sessions, feeds)):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if r:
-                times[r - 1, i] = (time.perf_counter() - start) * 1e3
+    times = interleaved_ms([onnx.load(str(p)).SerializeToString() for p in paths], batch,
+                           threads, runs=rounds, warmup=1)
     out = []
     for i in range(1, len(paths)):
         ratios = times[:, i] / times[:, 0]

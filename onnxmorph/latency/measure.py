@@ -71,16 +71,25 @@ def time_interleaved(models: list[onnx.ModelProto | bytes], batch: int = 1,
                      threads: int | None = None, runs: int = 10, warmup: int = 2,
                      shapes: dict[str, tuple[int, ...]] | None = None) -> list[Timing]:
     """Latency of each model, run in turn (A B A B …) so machine load hits all alike."""
+    samples = interleaved_ms(models, batch, threads, runs, warmup, shapes)
+    return [_summary(samples[:, i].tolist()) for i in range(samples.shape[1])]
+
+
+def interleaved_ms(models: list[onnx.ModelProto | bytes], batch: int = 1,
+                   threads: int | None = None, runs: int = 10, warmup: int = 2,
+                   shapes: dict[str, tuple[int, ...]] | None = None) -> np.ndarray:
+    """[runs, models] milliseconds of each model's runs in turn (A B A B …), after `warmup`
+    rounds: per-round ratios between models stay comparable under machine load."""
     sessions = [make_session(m, threads) for m in models]
     feeds = [random_feeds(s, batch, shapes) for s in sessions]
-    samples: list[list[float]] = [[] for _ in sessions]
+    samples = np.zeros((runs, len(sessions)))
     for round_index in range(warmup + runs):
         for i, (session, feed) in enumerate(zip(sessions, feeds)):
             start = time.perf_counter()
             session.run(None, feed)
             if round_index >= warmup:
-                samples[i].append((time.perf_counter() - start) * 1e3)
-    return [_summary(s) for s in samples]
+                samples[round_index - warmup, i] = (time.perf_counter() - start) * 1e3
+    return samples
 
 
 def time_session(session, feeds, min_runs: int = 5, min_seconds: float = 0.02,
