@@ -96,6 +96,20 @@ class EncoderBuilder(GraphBuilder):
         return self.linear(gelu, hidden, self.embed, f"{name}_fc2")
 
 
+# Data for encoder_model() at its defaults (6 tokens × 5 features, 3 classes), as a loader file.
+ENCODER_LOADER = """
+import numpy as np
+rng = np.random.default_rng(0)
+X = rng.standard_normal((256, 6, 5)).astype(np.float32)
+Y = (X.sum(axis=(1, 2)) > 0).astype(np.int64) + (X[:, 0, 0] > 0).astype(np.int64)
+def train_batches():
+    for i in range(0, 256, 32):
+        yield X[i:i + 32], Y[i:i + 32]
+def eval_batches():
+    yield X[:64], Y[:64]
+"""
+
+
 def encoder_model(opset: int = 17, qkv: str = "separate", layers: int = 2, tokens: int = 6,
                   features: int = 5, embed: int = 16, heads: int = 4, hidden: int = 24,
                   classes: int = 3, seed: int = 0, shape_chain: bool = False,

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 import onnxmorph
 from onnxmorph.graph import analyze
 from onnxmorph.graph.load import load_model
-from tests.attention_models import encoder_model, independent_macs
+from tests.attention_models import ENCODER_LOADER, encoder_model, independent_macs
 from tests.rewrite._oracles import assert_matches_zeroed_seed
 
 
@@ -68,25 +68,12 @@ def test_head_count_is_rewritten_in_every_reshape_target():
         assert values[out.input[1]].shape == (4 * count, 16)
 
 
-_LOADER = """
-import numpy as np
-rng = np.random.default_rng(0)
-X = rng.standard_normal((256, 6, 5)).astype(np.float32)
-Y = (X.sum(axis=(1, 2)) > 0).astype(np.int64) + (X[:, 0, 0] > 0).astype(np.int64)
-def train_batches():
-    for i in range(0, 256, 32):
-        yield X[i:i + 32], Y[i:i + 32]
-def eval_batches():
-    yield X[:64], Y[:64]
-"""
-
-
 @pytest.mark.parametrize("opset", [14, 17])
 def test_gates_learn_head_counts_to_the_budget(tmp_path, opset):
     # Opset 17 has the LayerNormalization op, whose gradient ORT 1.19 builds only when the
     # training copy names its Mean/InvStdDev outputs; opset 14 decomposes it.
     loader = tmp_path / "loader.py"
-    loader.write_text(_LOADER)
+    loader.write_text(ENCODER_LOADER)
     seed = encoder_model(opset=opset, qkv="split")
     result = onnxmorph.prune(seed, method="gates", data=str(loader), budget=0.5)
     kept = _kept(result)

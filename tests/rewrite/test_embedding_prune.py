@@ -20,7 +20,7 @@ import onnxmorph
 from onnxmorph.graph import analyze
 from onnxmorph.graph.handlers.base import Layout
 from onnxmorph.rewrite import zero_channels
-from tests.attention_models import encoder_model
+from tests.attention_models import ENCODER_LOADER, encoder_model
 from tests.onnx_builders import GraphBuilder, group_of
 from tests.rewrite._oracles import assert_matches_zeroed_seed
 from tests.rewrite._support import assert_differs, keep_masks, run
@@ -175,25 +175,12 @@ def test_verify_command_analyses_the_seed_as_the_pruning_did(tmp_path):
     assert checked.exit_code == 0 and "passed" in checked.output, checked.output
 
 
-_LOADER = """
-import numpy as np
-rng = np.random.default_rng(0)
-X = rng.standard_normal((256, 6, 5)).astype(np.float32)
-Y = (X.sum(axis=(1, 2)) > 0).astype(np.int64) + (X[:, 0, 0] > 0).astype(np.int64)
-def train_batches():
-    for i in range(0, 256, 32):
-        yield X[i:i + 32], Y[i:i + 32]
-def eval_batches():
-    yield X[:64], Y[:64]
-"""
-
-
 @pytest.mark.parametrize("method", ["gates", "gdp"])
 def test_learned_methods_gate_the_embedding(tmp_path, method):
     """One gate per embedding channel; the gated model folds and slices to what the seed
     normalised over the kept channels computes (checked inside prune)."""
     loader = tmp_path / "loader.py"
-    loader.write_text(_LOADER)
+    loader.write_text(ENCODER_LOADER)
     result = onnxmorph.prune(encoder_model(opset=17, qkv="split"), method=method,
                              data=str(loader), budget=0.5, prune_embedding=True, round_to=1,
                              training={"steps": 40, "finetune_steps": 10})
