@@ -92,13 +92,6 @@ def interleaved_ms(models: list[onnx.ModelProto | bytes], batch: int = 1,
     return samples
 
 
-def time_session(session, feeds, min_runs: int = 5, min_seconds: float = 0.02,
-                 max_runs: int = 50) -> float:
-    """Fastest of one session's runs after one warm-up run, in ms."""
-    return time_fastest([(session, feeds)], min_rounds=min_runs, min_seconds=min_seconds,
-                        max_rounds=max_runs)[0]
-
-
 def time_fastest(runs: list[tuple[object, dict]], min_rounds: int = 5,
                  min_seconds: float = 0.02, max_rounds: int = 50) -> list[float]:
     """Fastest run of each (session, feeds), in ms, measured in interleaved rounds (every

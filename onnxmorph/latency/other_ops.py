@@ -41,6 +41,11 @@ class OtherOp:
     fused_into: str | None  # the Conv onnxruntime folds this op into (then it costs 0)
     layout_changes: int  # NCHW <-> NCHWc reorders the op causes (0, 1 or 2)
 
+    def price(self, ms: float) -> dict:
+        """The op's entry in a latency table (LatencyTable.ops), `ms` at the seed's widths."""
+        return {"ms": ms, "channels": self.channels, "fused_into": self.fused_into,
+                "layout_changes": self.layout_changes}
+
 
 def other_ops(analysis: Analysis, weight_layers: set[str]) -> list[OtherOp]:
     """Every op with an activation output that is not one of `weight_layers`, in graph
@@ -104,11 +109,13 @@ def _fused_into(node: onnx.NodeProto, chain: dict, single_use) -> tuple[str, boo
 
 
 def single_op_model(op: OtherOp, analysis: Analysis, batch: int,
-                    types: dict[str, int] | None = None) -> onnx.ModelProto:
+                    types: dict[str, int] | None = None,
+                    values: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """The op alone: its activation inputs as graph inputs (batch dimension set to `batch`),
-    its constant inputs as initializers; `types`: element types (element_types)."""
+    its constant inputs as initializers; `types`: element types (element_types), `values`:
+    the model's constants (constant_values), both computed once by callers of many ops."""
     loaded = analysis.loaded
-    values = constant_values(loaded)
+    values = constant_values(loaded) if values is None else values
     types = element_types(analysis) if types is None else types
     seed_batch = analysis_batch(analysis)
     inputs, initializers, seen = [], [], set()
@@ -143,9 +150,12 @@ def op_config_key(op: OtherOp, analysis: Analysis, batch: int) -> str:
                        [list(shapes.get(i, ())) for i in op.node.input], batch])
 
 
-def roofline_op_ms(op: OtherOp, analysis: Analysis, batch: int, bandwidth: float) -> float:
-    """Memory-bound: float32 activation inputs read and the output written once."""
-    shapes, values = analysis.loaded.shapes, constant_values(analysis.loaded)
+def roofline_op_ms(op: OtherOp, analysis: Analysis, batch: int, bandwidth: float,
+                   values: dict[str, np.ndarray] | None = None) -> float:
+    """Memory-bound: float32 activation inputs read and the output written once (`values`:
+    the model's constants, as single_op_model's)."""
+    shapes = analysis.loaded.shapes
+    values = constant_values(analysis.loaded) if values is None else values
     scale = batch / max(analysis_batch(analysis), 1)
     elements = sum(math.prod(shapes.get(i, ())) for i in op.node.input
                    if i and i not in values and i in shapes)

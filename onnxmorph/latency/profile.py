@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.quantized import constant_values
 from onnxmorph.latency.layers import LayerSpec, single_layer_model, weight_layers
 from onnxmorph.latency.measure import (
     busy_warning,
@@ -148,10 +149,12 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
     """(prices, unpriced) of every op other than the weight layers, at the seed's widths."""
     ops = other_ops(analysis, weight_names)
     types = element_types(analysis) if ops else {}
+    values = constant_values(analysis.loaded) if ops else {}
+    keys = {op.name: op_config_key(op, analysis, batch) for op in ops}
     unique: dict[str, object] = {}  # config → the op timed for it
     for op in ops:
         if op.fused_into is None:
-            unique.setdefault(op_config_key(op, analysis, batch), op)
+            unique.setdefault(keys[op.name], op)
     times: dict[str, float] = {}
     failed: dict[str, str] = {}
     configs = list(unique)
@@ -161,7 +164,8 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
         runs = {}
         for config in configs[start:start + _OPS_PER_ROUND]:
             try:
-                runs[config] = _op_run(unique[config], analysis, batch, threads, types)
+                runs[config] = _op_run(unique[config], analysis, batch, threads, types,
+                                       values)
             except Exception as exc:  # noqa: BLE001 - say why in the report
                 failed[config] = ("cannot run alone in onnxruntime: "
                                   + str(exc).splitlines()[0][:200])
@@ -170,33 +174,35 @@ def profile_other_ops(analysis: Analysis, weight_names: set[str], batch: int,
     prices: dict[str, dict] = {}
     unpriced: dict[str, str] = {}
     for op in ops:
-        config = op_config_key(op, analysis, batch)
+        config = keys[op.name]
         if config in failed:
             unpriced[op.name] = failed[config]
             continue
         ms = 0.0 if op.fused_into is not None else times[config] * (1 + op.layout_changes)
-        prices[op.name] = {"ms": ms, "channels": op.channels, "fused_into": op.fused_into,
-                           "layout_changes": op.layout_changes}
+        prices[op.name] = op.price(ms)
     return prices, unpriced
 
 
-def _op_run(op, analysis: Analysis, batch: int, threads: int | None, types: dict):
+def _op_run(op, analysis: Analysis, batch: int, threads: int | None, types: dict,
+            values: dict):
     """(session, feeds, scale): at `batch`, else at the analysis' batch scaled by the ratio
     (e.g. a Reshape target baked at batch 1); the first error if neither runs."""
     try:
-        return (*_op_session(op, analysis, batch, threads, types), 1.0)
+        return (*_op_session(op, analysis, batch, threads, types, values), 1.0)
     except Exception as first:  # noqa: BLE001
         seed_batch = max(1, analysis_batch(analysis))
         if seed_batch == batch:
             raise
         try:
-            return (*_op_session(op, analysis, seed_batch, threads, types), batch / seed_batch)
+            return (*_op_session(op, analysis, seed_batch, threads, types, values),
+                    batch / seed_batch)
         except Exception:  # noqa: BLE001
             raise first from None
 
 
-def _op_session(op, analysis: Analysis, batch: int, threads: int | None, types: dict):
-    session = make_session(single_op_model(op, analysis, batch, types), threads)
+def _op_session(op, analysis: Analysis, batch: int, threads: int | None, types: dict,
+                values: dict):
+    session = make_session(single_op_model(op, analysis, batch, types, values), threads)
     feeds = random_feeds(session, None)
     session.run(None, feeds)  # fails here rather than while timing
     return session, feeds

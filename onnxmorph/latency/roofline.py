@@ -16,6 +16,7 @@ import numpy as np
 
 from onnxmorph.errors import OnnxMorphError
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.quantized import constant_values
 from onnxmorph.latency.layers import LayerSpec, weight_layers
 from onnxmorph.latency.other_ops import other_ops, roofline_op_ms
 from onnxmorph.latency.runtime import cpu_flags
@@ -58,11 +59,11 @@ def roofline_table(analysis: Analysis, *, device: str = "cpu", batch: int = 1,
         configs[config] = Grid(grid_in, grid_out, [
             [roofline_ms(spec, cin, cout, batch, peak, bandwidth) for cout in grid_out]
             for cin in grid_in])
-    ops = {op.name: {"ms": 0.0 if op.fused_into else roofline_op_ms(op, analysis, batch,
-                                                                     bandwidth),
-                     "channels": op.channels, "fused_into": op.fused_into,
-                     "layout_changes": op.layout_changes}
-           for op in other_ops(analysis, {s.name for s in specs})}
+    priced = other_ops(analysis, {s.name for s in specs})
+    values = constant_values(analysis.loaded) if priced else {}
+    ops = {op.name: op.price(0.0 if op.fused_into else roofline_op_ms(op, analysis, batch,
+                                                                      bandwidth, values))
+           for op in priced}
     key = {"model": "roofline", "device": device, "batch": batch}
     info = {"peak_flops": peak, "bandwidth_bytes": bandwidth, "device": device}
     return LatencyTable(key=key, layers=layers, configs=configs, info=info, ops=ops)
