@@ -26,10 +26,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxmorph.graph.layers import layer_kind
+from onnxmorph.graph.layers import LayerKind, layer_kind
 from onnxmorph.graph.onnx_utils import get_attribute
 
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _NORMS = {"BatchNormalization": (1.0, 0.0, 0.0, 1.0),  # scale, bias, mean, var
           "LayerNormalization": (1.0, 0.0), "InstanceNormalization": (1.0, 0.0)}
 
@@ -85,15 +84,16 @@ def reinitialize(model: onnx.ModelProto, seed: int = 0) -> ReinitResult:
         kind = layer_kind(node)
         if kind is None:
             continue
-        if node.op_type in _WEIGHT_OPS:
-            if len(node.input) <= 1 or not float_init(node.input[1]):
+        if kind.weight is not None:  # graph/layers.py: where each op keeps weight and bias
+            weight = node.input[kind.weight] if len(node.input) > kind.weight else ""
+            if not float_init(weight):
                 continue
-            shape = tuple(inits[node.input[1]].dims)
+            shape = tuple(inits[weight].dims)
             if len(shape) < 2:
                 continue
             bound = 1.0 / math.sqrt(max(fan_in(node, shape), 1))
-            assign(node.input[1], rng.uniform(-bound, bound, shape), result.weights)
-            for bias in _biases(node, consumers):
+            assign(weight, rng.uniform(-bound, bound, shape), result.weights)
+            for bias in _biases(node, kind, consumers):
                 # A MatMul's Add counts as its bias only as a vector (not an embedding).
                 if float_init(bias) and (node.op_type != "MatMul" or len(inits[bias].dims) == 1):
                     shape = tuple(inits[bias].dims)
@@ -105,9 +105,13 @@ def reinitialize(model: onnx.ModelProto, seed: int = 0) -> ReinitResult:
     return result
 
 
-def _biases(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]]) -> list[str]:
+def _biases(node: onnx.NodeProto, kind: LayerKind,
+            consumers: dict[str, list[onnx.NodeProto]]) -> list[str]:
+    if kind.bias is not None:
+        return [node.input[kind.bias]] if len(node.input) > kind.bias and node.input[kind.bias] \
+            else []
     if node.op_type != "MatMul":
-        return [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+        return []
     # PyTorch's Linear on a 3-D input exports MatMul then Add(bias).
     users = consumers.get(node.output[0], [])
     if len(users) == 1 and users[0].op_type == "Add":
