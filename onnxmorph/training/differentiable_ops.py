@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxmorph.graph.contrib_ops import TRAINABLE_CONTRIB, is_contrib
 from onnxmorph.graph.onnx_utils import default_opset, get_attribute
 
 CONST_PREFIX = "onnxmorph_diff"
@@ -29,16 +30,6 @@ NON_DIFFERENTIABLE_OPS = frozenset(
         "ReduceMax", "InstanceNormalization", "Upsample", "Einsum", "Sign", "ConvTranspose",
         "Resize", "Sum", "LRN", "Softsign", "Celu", "ThresholdedRelu", "ReduceSumSquare",
         "Dropout",
-    }
-)  # fmt: skip
-# onnxruntime's transformer-optimizer fusions (com.microsoft) have no gradient builder
-# ("The gradient builder has not been registered: SkipLayerNormalization"); without this
-# list they failed later, on a missing output shape, instead of being named up front.
-CONTRIB_OPS_WITHOUT_GRADIENT = frozenset(
-    {
-        "Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",
-        "SkipSimplifiedLayerNormalization", "QAttention", "PackedAttention",
-        "PackedMultiHeadAttention", "GroupQueryAttention", "RotaryEmbedding",
     }
 )  # fmt: skip
 # Pad trains in constant mode only.
@@ -287,8 +278,8 @@ def _expose_layer_norm_statistics(graph: onnx.GraphProto, taken: set[str]) -> No
 
 
 def _lacks_gradient(node: onnx.NodeProto) -> bool:
-    if node.domain == "com.microsoft":
-        return node.op_type in CONTRIB_OPS_WITHOUT_GRADIENT
+    if is_contrib(node):  # the one list of contrib ops with a gradient (graph/contrib_ops.py)
+        return node.op_type not in TRAINABLE_CONTRIB
     if node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type == "Pad":
