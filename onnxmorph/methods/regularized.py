@@ -34,7 +34,6 @@ from onnxmorph.training.regularizers import (
     WEIGHTS_INPUT,
     RegularizedModel,
     RegularizerSource,
-    cost_weights,
     insert_regularizer,
 )
 from onnxmorph.training.session import model_with_values
@@ -155,7 +154,7 @@ class _Steering:
         return (self._raw_weights(alive) / self.norm).astype(np.float32)
 
     def _raw_weights(self, alive: np.ndarray) -> np.ndarray:
-        return np.where(self.sourced, cost_weights(self.expr, alive.astype(np.float64)), 0.0)
+        return np.where(self.sourced, self.expr.derivative(alive.astype(np.float64)), 0.0)
 
 
 def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:

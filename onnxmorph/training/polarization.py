@@ -142,11 +142,6 @@ def insert_polarization_gates(
                           epsilon=settings.epsilon)
 
 
-def cost_derivative(expr: CostFunction, alive: np.ndarray) -> np.ndarray:
-    """∂cost/∂alive_u at `alive` (CostExpr.derivative; LatencyExpr's for --target latency)."""
-    return expr.derivative(alive)
-
-
 class ProximalGateStep:
     """Replaces the optimizer's step on the gate parameters by a gradient step on the task
     loss (normalised by the gradients' joint RMS, so its size is under control whatever the
@@ -198,7 +193,7 @@ def train_polarized(
     seed_cost = expr()
     # The most expensive gate shrinks by one step size per step at λ = 1, the others by
     # their share (normalising by the mean closed a residual stream's gates in two steps).
-    norm = float(cost_derivative(expr, np.ones(polarized.num_units))[units].max())
+    norm = float(expr.derivative(np.ones(polarized.num_units))[units].max())
     if not norm > 0:
         raise PruningError("the gated channels cost nothing at this --target; use --method "
                            "gates or another --target")
@@ -236,7 +231,7 @@ def train_polarized(
             nonlocal a, ratio
             rate = scheduled_rate(session, options, index, options.steps, "structure")
             result = session.train_step(batch.inputs, target_for(batch, loss, teacher))
-            thresholds = controller.lam * cost_derivative(expr, alive)[units] / norm
+            thresholds = controller.lam * expr.derivative(alive)[units] / norm
             a = step.apply(session, a, thresholds, polarized)
             alive[units] = a != 0
             ratio = expr(kept(alive > 0) if kept else alive) / seed_cost

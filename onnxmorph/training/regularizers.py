@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxmorph.graph.cost import CostFunction
 from onnxmorph.graph.onnx_utils import default_opset
 
 PREFIX = "onnxmorph_reg"
@@ -62,12 +61,6 @@ def unit_values(sources: list[RegularizerSource], params: dict[str, np.ndarray],
     for source in sources:
         np.maximum.at(values, source.units, source.values(params[source.name]))
     return values
-
-
-def cost_weights(expr: CostFunction, alive: np.ndarray) -> np.ndarray:
-    """∂cost/∂alive_u at `alive` (0/1 or fractional): the cost one more channel of u adds
-    (CostExpr.derivative; LatencyExpr's for --target latency, the gates' cost model)."""
-    return expr.derivative(alive)
 
 
 @dataclass

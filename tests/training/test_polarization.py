@@ -18,7 +18,6 @@ from onnxmorph.rewrite.absorb_gates import absorb_input_factors
 from onnxmorph.training.polarization import (
     PolarizationSettings,
     ProximalGateStep,
-    cost_derivative,
     insert_polarization_gates,
     polarization_plan,
     proximal_l1,
@@ -127,13 +126,13 @@ def test_cost_derivative_matches_central_differences():
     expr = analysis.cost.expr("flops")
     rng = np.random.default_rng(0)
     alive = rng.uniform(0.2, 1.0, analysis.channels.num_units)
-    derivative = cost_derivative(expr, alive)
+    derivative = expr.derivative(alive)
     for unit in rng.choice(alive.size, 25, replace=False):
         step = np.zeros(alive.size)
         step[unit] = 0.1  # the cost is quadratic in one unit at most: central is exact
         numeric = (expr(alive + step) - expr(alive - step)) / 0.2
         assert derivative[unit] == pytest.approx(numeric, rel=1e-6, abs=1e-6 * expr())
-    assert (cost_derivative(expr, np.ones(alive.size)) >= 0).all()
+    assert (expr.derivative(np.ones(alive.size)) >= 0).all()
 
 
 def test_proximal_l1_soft_thresholds_to_exact_zeros():

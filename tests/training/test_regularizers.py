@@ -20,7 +20,6 @@ from onnxmorph.training.parameters import default_trainable
 from onnxmorph.training.regularizers import (
     COST_OUTPUT,
     WEIGHTS_INPUT,
-    cost_weights,
     insert_regularizer,
 )
 from onnxmorph.training.session import TrainingSession
@@ -87,7 +86,7 @@ def test_cost_weights_are_the_cost_derivative(tmp_path):
     expr = _analysis(tmp_path).cost.expr("flops")
     rng = np.random.default_rng(0)
     alive = (rng.uniform(size=NUM_UNITS) > 0.4).astype(np.float64)
-    weights = cost_weights(expr, alive)
+    weights = expr.derivative(alive)
     for unit in range(NUM_UNITS):
         up, down = alive.copy(), alive.copy()
         up[unit] += 0.5
