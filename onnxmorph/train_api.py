@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import onnx
 
 from onnxmorph.errors import DataError, TrainingError
+
+if TYPE_CHECKING:
+    from onnxmorph.training.evaluate import EvalResult
 
 
 @dataclass
@@ -22,6 +26,7 @@ class TrainResult:
     loaded: onnx.ModelProto  # the input as loaded (constants folded): what `model` replaces
     input_shapes: dict[str, tuple[int, ...]]  # the loader's batch shapes
     report: dict = field(default_factory=dict)
+    quality: EvalResult | None = None  # the trained model's evaluation (also in `report`)
 
 
 def finetune(model: str | os.PathLike | onnx.ModelProto, *, data: str | os.PathLike,
@@ -63,7 +68,7 @@ def finetune(model: str | os.PathLike | onnx.ModelProto, *, data: str | os.PathL
     result = evaluate(tuned, source, reference=loaded if kind in ("distill", "distill-mse")
                       else None)
     report = {"loss": kind, "steps": steps, "reinit": options.reinit, **result.to_dict()}
-    return TrainResult(tuned, loaded, shapes, report)
+    return TrainResult(tuned, loaded, shapes, report, result)
 
 
 def epoch_steps(data: str | os.PathLike, model: str | os.PathLike | onnx.ModelProto,

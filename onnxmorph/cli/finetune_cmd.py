@@ -59,7 +59,7 @@ def run_training(model: str, out: Path, steps: int | None, epochs: int | None,
     from onnxmorph.rewrite.postconditions import check_trained
     from onnxmorph.train_api import epoch_steps, finetune
     from onnxmorph.training.checkpoint import checkpointed_run, default_workdir
-    from onnxmorph.training.evaluate import EvalResult, quality_lines
+    from onnxmorph.training.evaluate import quality_lines
 
     data, log, workdir = options["data"], options["log"], options["workdir"]
     if data is None:
@@ -89,9 +89,7 @@ def run_training(model: str, out: Path, steps: int | None, epochs: int | None,
         if options["verify"]:  # trained weights compare with nothing: checker, loads, runs
             check_trained(result.loaded, result.model, result.input_shapes)
         save_model(result.model, out)
-    quality = EvalResult(**{k: v for k, v in result.report.items()
-                            if k in EvalResult.__dataclass_fields__})
-    for line in quality_lines(quality, "MODEL before training" if reinit
+    for line in quality_lines(result.quality, "MODEL before training" if reinit
                               else "MODEL before fine-tuning"):
         click.echo(line)
     click.echo(f"wrote model: {out}")
