@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmorph.graph.analysis import Analysis
+from onnxmorph.graph.contrib_ops import is_contrib
 from onnxmorph.graph.layers import weight_layout
+from onnxmorph.graph.onnx_utils import get_attribute, is_default_domain
 
 _FUSED_ATTENTION = ("Attention", "MultiHeadAttention")
 _NONLINEAR = ("Gelu", "Erf", "Relu", "Sigmoid", "Tanh", "BiasGelu", "FastGelu", "QuickGelu",
@@ -86,13 +88,13 @@ def embedding_groups(analysis: Analysis) -> list:
 
 def _head_rows(node, layouts, initializers) -> np.ndarray | None:
     """Unit ids [H, D] of an attention layer's heads, or None if `node` is not one."""
-    if node.domain == "com.microsoft" and node.op_type in _FUSED_ATTENTION:
+    if is_contrib(node) and node.op_type in _FUSED_ATTENTION:
         layout = layouts.get(node.output[0])
-        heads = next((a.i for a in node.attribute if a.name == "num_heads"), 0)
+        heads = get_attribute(node, "num_heads", 0)
         if layout is None or heads <= 0 or layout.size % heads:
             return None
         return layout.ids.reshape(heads, -1)
-    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or any(
+    if node.op_type != "MatMul" or not is_default_domain(node) or any(
             name in initializers for name in node.input):
         return None
     out, scores = layouts.get(node.output[0]), layouts.get(node.input[0])

@@ -16,7 +16,7 @@ import onnx
 from onnxmorph.graph.handlers import Coupling, Fresh, Layout, NodeContext, handler_for
 from onnxmorph.graph.handlers.attention import tie_split_heads
 from onnxmorph.graph.load import LoadedModel
-from onnxmorph.graph.onnx_utils import default_opset
+from onnxmorph.graph.onnx_utils import default_opset, get_attribute
 from onnxmorph.graph.quantized import constant_values
 from onnxmorph.graph.union_find import UnionFind
 
@@ -216,7 +216,7 @@ def shape_dims_read(graph: onnx.GraphProto, constants: dict[str, np.ndarray]
 def _positions_read(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> list[int] | None:
     values = [constants.get(name) if name else None for name in node.input]
     if node.op_type == "Gather" and len(values) == 2 and values[1] is not None \
-            and not any(a.name == "axis" and a.i != 0 for a in node.attribute):
+            and get_attribute(node, "axis", 0) == 0:
         picked = values[1].ravel().tolist()
         return None if any(p < 0 for p in picked) else picked
     if node.op_type == "Slice" and len(values) >= 3 and all(v is not None for v in values[1:]):

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from onnxmorph.graph.channels import mask_shape
 from onnxmorph.graph.handlers.base import Layout
+from onnxmorph.graph.onnx_utils import get_attribute, is_default_domain
 
 
 def zero_removed_channels(
@@ -72,11 +73,11 @@ def _normalises_removed(node: onnx.NodeProto, mask: np.ndarray | None, layout: L
                         shape: tuple[int, ...] | None, used: set[str]) -> bool:
     """A LayerNormalization over the last axis alone whose input lost channels there (and
     whose mean/inv-std outputs nobody reads)."""
-    if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+    if node.op_type != "LayerNormalization" or not is_default_domain(node):
         return False
     if mask is None or mask.all() or layout is None or shape is None:
         return False
-    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    axis = get_attribute(node, "axis", -1)
     last = len(shape) - 1
     return (layout.axes == (last,) and axis in (-1, last)
             and not any(name in used for name in node.output[1:] if name))
@@ -88,7 +89,7 @@ def _masked_layer_norm(node: onnx.NodeProto, mask: np.ndarray,
     channels k only (the removed ones are zeroed after it, as every removed channel is)."""
     prefix = f"{node.output[0]}__masked_ln"
     keep = mask.astype(np.float32).ravel()
-    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+    eps = get_attribute(node, "epsilon", 1e-5)
     for suffix, value in (("mask", keep), ("count", np.array(keep.sum(), np.float32)),
                           ("axes", np.array([-1], np.int64)), ("eps", np.array(eps, np.float32))):
         graph.initializer.append(numpy_helper.from_array(value, f"{prefix}_{suffix}"))
@@ -118,12 +119,12 @@ def _masked_layer_norm(node: onnx.NodeProto, mask: np.ndarray,
 def _averages_removed(node: onnx.NodeProto, mask: np.ndarray | None, layout: Layout | None,
                       shape: tuple[int, ...] | None, axes_inputs: dict[str, list[int]]) -> bool:
     """A ReduceMean over exactly the last axis, whose input lost channels there."""
-    if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
+    if node.op_type != "ReduceMean" or not is_default_domain(node):
         return False
     if mask is None or mask.all() or layout is None or shape is None:
         return False
     last = len(shape) - 1
-    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    axes = get_attribute(node, "axes")
     if axes is None and len(node.input) > 1:
         axes = axes_inputs.get(node.input[1])  # opset 18: axes as a constant input
     if axes is None:
