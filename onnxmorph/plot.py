@@ -115,10 +115,17 @@ def _draw_transformer(axes, transformer: dict) -> None:
         ax.set_title(f"{unit} per {'attention layer' if before == 'heads_before' else 'block'}")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(loc="upper left")
-    stages = transformer.get("embedding_stages") or [transformer.get("embedding")]
-    widths = ", ".join(f"{s['channels_before']} → {s['channels_after']}" for s in stages if s)
+    widths = embedding_widths(transformer)
     if widths:
         axes[1].figure.suptitle(f"Embedding width {widths}")
+
+
+def embedding_widths(section: dict) -> str:
+    """"64 → 48" per embedding stage (Swin has several) of a structure's transformer section,
+    "" when the embedding was not pruned."""
+    stages = section.get("embedding_stages") or [section.get("embedding")]
+    return ", ".join(f"{s.get('channels_before')} → {s.get('channels_after')}"
+                     for s in stages if isinstance(s, dict))
 
 
 def _draw_history(ax, history: list[dict]) -> None:

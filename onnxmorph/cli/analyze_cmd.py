@@ -18,7 +18,7 @@ from onnxmorph.cli.options import (
     prune_embedding_option,
     threads_option,
 )
-from onnxmorph.cli.table import format_count, render_table
+from onnxmorph.cli.table import format_count, render_table, unpriced_lines
 
 
 @click.command()
@@ -68,8 +68,8 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, all_groups
         click.echo(f"latency: {summary['latency_ms']:.3f} ms predicted "
                    f"({summary['latency_model']}; ops other than weight layers: "
                    f"{summary['latency_other_ops_ms']:.3f} ms)")
-        for op in summary["latency_unpriced_ops"]:
-            click.echo(f"NOT PRICED in latency: {op['op_type']} '{op['node']}' ({op['reason']})")
+        for line in unpriced_lines(summary["latency_unpriced_ops"]):
+            click.echo(line)
     for node in summary["uncounted"]:
         click.echo(f"NOT COUNTED in MACs: {node['op_type']} '{node['node']}' ({node['reason']})")
     click.echo(f"groups:  {len(groups)} ({len(prunable)} prunable, "

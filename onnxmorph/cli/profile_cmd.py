@@ -7,6 +7,7 @@ import json
 import click
 
 from onnxmorph.cli.options import input_shape_option, json_option, latency_table_option
+from onnxmorph.cli.table import unpriced_lines
 
 
 @click.command()
@@ -53,7 +54,7 @@ def profile(model: str, runtime: str, threads: int | None, batch: int,
     click.echo(f"predicted seed latency: {summary['seed_ms']:.3f} ms (weight layers "
                f"{weights_ms:.3f} ms, other ops {others_ms:.3f} ms, {len(expr.fused)} of them "
                "fused into a Conv)")
-    for op in expr.unpriced:
-        click.echo(f"NOT PRICED: {op['op_type']} '{op['node']}' ({op['reason']})")
+    for line in unpriced_lines(expr.unpriced, "NOT PRICED"):
+        click.echo(line)
     if table.info.get("warning"):
         click.echo(f"warning: {table.info['warning']}", err=True)

@@ -26,7 +26,7 @@ from onnxmorph.cli.options import (
     training_options,
     verify_option,
 )
-from onnxmorph.cli.table import format_count
+from onnxmorph.cli.table import format_count, unpriced_lines
 from onnxmorph.methods.registry import (
     DEFAULT_CALIBRATION_BATCHES,
     check_request,
@@ -203,8 +203,8 @@ def _print_latency(latency: dict | None) -> None:
         click.echo(f"latency predicted {p['seed_ms']:.3f} → {p['pruned_ms']:.3f} ms  "
                    f"({p['ratio']:.1%}; other ops {p['other_ops_ms'][0]:.3f} → "
                    f"{p['other_ops_ms'][1]:.3f} ms of it)")
-        for op in p["unpriced_ops"]:
-            click.echo(f"NOT PRICED in latency: {op['op_type']} '{op['node']}' ({op['reason']})")
+        for line in unpriced_lines(p["unpriced_ops"]):
+            click.echo(line)
         if p.get("table_warning"):
             click.echo(f"warning: latency table: {p['table_warning']}")
     if "error" in latency.get("measured", {}):

@@ -78,9 +78,9 @@ def _transformer_lines(section: dict) -> str:
                       for r in section.get("attention") or [])
     units = ", ".join(f"{r['units_after']}/{r['units_before']}" for r in section.get("mlp") or [])
     text = f"\nheads kept per attention layer: {heads}\nMLP units per block: {units}"
-    stages = section.get("embedding_stages") or [section.get("embedding")]
-    widths = ", ".join(f"{s.get('channels_before')} → {s.get('channels_after')}"
-                       for s in stages if isinstance(s, dict))
+    from onnxmorph.plot import embedding_widths
+
+    widths = embedding_widths(section)
     if widths:
         text += f"\nembedding width: {widths}"
     return text

@@ -10,6 +10,11 @@ def format_count(value: float) -> str:
     return f"{value:.0f}"
 
 
+def unpriced_lines(ops: list[dict], what: str = "NOT PRICED in latency") -> list[str]:
+    """One line per op the latency model could not price (never counted as free)."""
+    return [f"{what}: {op['op_type']} '{op['node']}' ({op['reason']})" for op in ops]
+
+
 def render_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
