@@ -125,7 +125,7 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
     seed_cost = expr()
     loop = StructureLoop(options, source, structure_fingerprint(
         model, options, loss, budget, target=target, gates=asdict(options.gates)),
-        "learning structure")
+        "learning structure", own=("probs", "velocity"))
     controller = BudgetController(budget, options.strength)
     gate_optimizer = GateOptimizer(gated.logit_names, options.gates.logit_scale)
     rng = np.random.default_rng(options.seed)
@@ -176,7 +176,6 @@ def _train_gates(gated: GatedModel, analysis: Analysis, source: DataSource,
             return state, arrays
 
         values = loop.run(session, step, snapshot)
-    values = {k: v for k, v in values.items() if k not in ("probs", "velocity")}
     # The gated graph holds the seed's weights under their own names: copy them back.
     trained = model_with_values(analysis.loaded.model, values)
     return probs, {"model": trained, "final_lambda": controller.lam,

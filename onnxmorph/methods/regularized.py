@@ -171,7 +171,7 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
     # term's norm one --target from another.
     loop = StructureLoop(options, source, structure_fingerprint(
         regularized.model, options, loss, budget, cost_norm=steering.norm),
-        "learning structure")
+        "learning structure", own=(_WEIGHTS_KEY,))
     controller = BudgetController(budget, options.strength)
     weights = steering.weights(np.ones(steering.sourced.size))
     ratio = 1.0
@@ -203,7 +203,6 @@ def _train(regularized: RegularizedModel, steering: _Steering, source: DataSourc
             return {"controller": controller.state(), "ratio": ratio}, {_WEIGHTS_KEY: weights}
 
         values = loop.run(session, step, snapshot)
-    values = {k: v for k, v in values.items() if k != _WEIGHTS_KEY}
     return values, {"final_lambda": controller.lam, "alive_cost_ratio": ratio,
                     "alive_threshold": _summary(steering.threshold[steering.sourced]),
                     "history": loop.rows}

@@ -200,7 +200,7 @@ def train_polarized(
     loop = StructureLoop(options, source, structure_fingerprint(
         model, options, loss, budget, polarization=asdict(settings), min_open=min_open,
         cost_norm=norm),  # the norm tells one --target from another
-        "learning structure (gdp)")
+        "learning structure (gdp)", own=("gdp.a", "gdp.alive"))
     # λ may grow about e^6-fold over a short run: gates closed late leave the weights no
     # steps to adapt, and a closed gate never reopens, so the controller acts every step.
     controller = BudgetController(budget, options.strength, initial=1.0,
@@ -252,7 +252,6 @@ def train_polarized(
                     {"gdp.a": a, "gdp.alive": alive})
 
         values = loop.run(session, train_step, snapshot)
-    values = {k: v for k, v in values.items() if k not in ("gdp.a", "gdp.alive")}
     return values, {"final_lambda": controller.lam, "alive_cost_ratio": ratio,
                     "step_size": step.step_size, "epsilon": polarized.epsilon,
                     "history": loop.rows}

@@ -54,23 +54,24 @@ class StructureLoop:
     `loaded` is that checkpoint: the method restores its own state from `loaded.state` and
     `loaded.arrays` (what its snapshot returned) before `run`. When `loaded.done`, the phase
     had finished before a later one was interrupted: `finished()` returns the trained
-    parameters and no session is needed."""
+    parameters and no session is needed. `own`: the names of the arrays the method's
+    snapshot adds (kept in the checkpoint beside the parameters, never returned as them)."""
 
     def __init__(self, options: TrainOptions, source: DataSource, fingerprint: dict,
-                 label: str) -> None:
-        self.options, self.source, self.label = options, source, label
+                 label: str, own: tuple[str, ...] = ()) -> None:
+        self.options, self.source, self.label, self.own = options, source, label, own
         self.checkpoints = PhaseCheckpoints(options, STRUCTURE_PHASE, source, fingerprint)
         self.loaded: Checkpoint | None = self.checkpoints.loaded
         self.rows: list[dict] = list(self.loaded.state["rows"]) if self.loaded else []
 
     def finished(self) -> dict[str, np.ndarray] | None:
-        """The arrays saved at the end of the phase (parameters and the method's own), the
-        loader and the log moved past it; None when the phase has steps left."""
+        """The parameters saved at the end of the phase (the method's own arrays left out),
+        the loader and the log moved past it; None when the phase has steps left."""
         if self.loaded is None or not self.loaded.done:
             return None
         self.checkpoints.resumed_batches()
         self.options.log_started, self.options.log_offset = True, self.loaded.state["log_offset"]
-        return dict(self.loaded.arrays)
+        return {k: v for k, v in self.loaded.arrays.items() if k not in self.own}
 
     @property
     def ort_checkpoint(self) -> str | None:
